@@ -1,0 +1,176 @@
+"""The gateway: wires config, upstream supervisors, routes, sessions and the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import trio
+from msgspec import Raw
+
+from .config import GatewayConfig, ServerConfig, resolve_secret
+from .http.server import HTTPServer, Limits, Request, Responder
+from .protocol import jsonrpc
+from .protocol.jsonrpc import Message
+from .router import ProgressTable, Route, Router
+from .session import Session, SessionManager
+from .transports.streamable_http import OriginPolicy, StreamableHTTPTransport
+from .upstream.channel import Launcher
+from .upstream.process import ProcessLauncher
+from .upstream.supervisor import ServerSupervisor
+
+log = logging.getLogger("mcp_gateway")
+
+DEFAULT_PAGE_SIZE = 1000
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING,
+               "error": logging.ERROR, "critical": logging.CRITICAL, "alert": logging.CRITICAL,
+               "emergency": logging.CRITICAL}
+
+
+class GatewayError(Exception):
+    """The gateway cannot start as configured (the message says how to fix it)."""
+
+
+LauncherFactory = Callable[[str, ServerConfig], Launcher]
+
+
+def process_launcher(name: str, server: ServerConfig) -> Launcher:
+    env = dict(server.env)
+    for key, ref in server.secrets.items():
+        env[key] = resolve_secret(ref, where=f"servers.{name}.secrets.{key}")
+    return ProcessLauncher(name, server.argv(), env, server.cwd)
+
+
+class Gateway:
+    """One running gateway. ``run`` owns every task; cancel it (or call ``shutdown``) to stop."""
+
+    def __init__(self, config: GatewayConfig, *, host: str | None = None, port: int | None = None,
+                 launcher_factory: LauncherFactory | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> None:
+        self.config = config
+        self.host = host if host is not None else config.listen.host
+        self.port = port if port is not None else config.listen.port
+        self._launcher_factory = launcher_factory
+        self.progress = ProgressTable()
+        self.router = Router(self.progress)
+        self.sessions = SessionManager(max_sessions=config.limits.max_sessions,
+                                       idle_timeout=config.timeouts.session_idle, on_close=self._session_closed)
+        self.supervisors: dict[str, ServerSupervisor] = {}
+        for name, server in config.servers.items():
+            self.supervisors[name] = ServerSupervisor(
+                name, self._launcher(name, server),
+                start_timeout=config.start_timeout_for(name), call_timeout=config.call_timeout_for(name),
+                backoff=server.restart_backoff, backoff_max=server.restart_backoff_max,
+                max_message=config.limits.max_message,
+                on_change=self._catalog_changed, on_notification=self._upstream_notification)
+        self.routes: dict[str, Route] = {
+            prefix: Route(prefix, [self.supervisors[n] for n in names], config.tool_separator, page_size)
+            for prefix, names in config.resolved_routes().items()
+        }
+        limits = config.limits
+        self.transport = StreamableHTTPTransport(
+            self.routes, self.router, self.sessions, OriginPolicy(list(config.allowed_origins), self.host),
+            max_inflight=limits.max_inflight_per_session, extra=self._extra_endpoints)
+        self.http = HTTPServer(self.transport, host=self.host, port=self.port, limits=Limits(
+            max_body=limits.max_body, max_header=limits.max_header, read_timeout=config.timeouts.read,
+            idle_timeout=config.timeouts.idle, max_connections=limits.max_connections))
+        self.http.drain_hooks.append(self.sessions.end_all)
+        self._nursery: trio.Nursery | None = None
+
+    def _launcher(self, name: str, server: ServerConfig) -> Launcher:
+        if self._launcher_factory is not None:
+            return self._launcher_factory(name, server)
+        kind = server.kind
+        if kind == "process":
+            return process_launcher(name, server)
+        if kind == "container":
+            from sandbox.gateway_bridge import container_launcher  # Docker only when configured
+
+            return container_launcher(name, server, self.config)
+        raise GatewayError(f"servers.{name}.url: remote (HTTP) upstream servers are not supported yet")
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start every server (in parallel), then serve; ``started`` with the bound port."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            async with trio.open_nursery() as starting:
+                for supervisor in self.supervisors.values():
+                    starting.start_soon(nursery.start, supervisor.run)
+            for route in self.routes.values():
+                route.rebuild()
+            await nursery.start(self.sessions.run)
+            port = await nursery.start(self.http.run)
+            self.port = port
+            down = [s.name for s in self.supervisors.values() if s.state != "ready"]
+            if down:
+                log.warning("serving without %s (not ready; retrying in the background)", ", ".join(down))
+            log.info("MCP gateway listening on http://%s:%d (%s)", _host_for_url(self.host), port,
+                     ", ".join(f"{p} -> {', '.join(r.servers)}" for p, r in self.routes.items()))
+            task_status.started(port)
+
+    async def shutdown(self) -> None:
+        """Two phases: stop accepting and drain within ``timeouts.shutdown_grace``, then stop all."""
+        log.info("shutting down: draining for up to %.0fs", self.config.timeouts.shutdown_grace)
+        await self.http.shutdown(self.config.timeouts.shutdown_grace)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # -- events from upstreams -------------------------------------------------------------
+    def _catalog_changed(self, server: str) -> None:
+        for route in self.routes.values():
+            if server not in route.servers:
+                continue
+            for method in route.rebuild():
+                data = jsonrpc.encode(jsonrpc.notification(method))
+                for session in route.sessions:
+                    session.push(data)
+
+    def _upstream_notification(self, server: str, msg: Message) -> None:
+        method = msg.method
+        if method == "notifications/progress":
+            if not self.progress.deliver(jsonrpc.decode_params(msg)):
+                log.debug("%s: progress for an unknown or finished call", server)
+        elif method == "notifications/resources/updated":
+            params = jsonrpc.decode_params(msg)
+            uri_raw = params.get("uri")
+            uri = msgspec.json.decode(uri_raw) if uri_raw is not None else None
+            data = jsonrpc.encode(msg)
+            for route in self.routes.values():
+                if server in route.servers:
+                    for session in route.sessions:
+                        if session.subscriptions and uri in session.subscriptions:
+                            session.push(data)
+        elif method == "notifications/message":
+            params = _decode_any(msg.params)
+            level = params.get("level", "info") if isinstance(params, dict) else "info"
+            log.log(_LOG_LEVELS.get(level, logging.INFO), "[%s] %s", server,
+                    params.get("data") if isinstance(params, dict) else params)
+        else:
+            log.debug("%s: notification %s not forwarded", server, method)
+
+    def _session_closed(self, session: Session) -> None:
+        session.route.sessions.discard(session)
+
+    async def _extra_endpoints(self, request: Request, responder: Responder) -> bool:
+        if request.path == "/healthz" and request.method == b"GET":
+            body = jsonrpc.encoder.encode({
+                "status": "ok",
+                "servers": {n: {"state": s.state, "restarts": s.restarts, "error": s.last_error}
+                            for n, s in self.supervisors.items()},
+                "sessions": len(self.sessions),
+            })
+            await responder.send(200, [(b"content-type", b"application/json")], body)
+            return True
+        return False
+
+
+def _decode_any(raw: Raw | Any) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, TypeError):
+        return None
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

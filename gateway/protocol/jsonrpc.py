@@ -1,0 +1,193 @@
+"""JSON-RPC 2.0 envelope: one msgspec Struct for every message kind.
+
+``params`` and ``result`` stay :class:`msgspec.Raw` so a payload crosses the
+gateway as the bytes it arrived as: decoding the envelope never decodes the
+payload, and encoding an envelope copies the raw bytes verbatim.
+
+Note the union is ``Raw | UnsetType`` and never ``Raw | None``: msgspec treats
+``Raw | None`` like ``None`` for a JSON ``null`` and would lose the raw value
+(pinned by a test).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+RequestId = int | str
+
+# Standard JSON-RPC and MCP error codes.
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+# Implementation-defined server errors (-32000..-32099).
+UPSTREAM_UNAVAILABLE: Final = -32000  # the upstream server crashed, exited or cannot start
+REQUEST_TIMEOUT: Final = -32001  # the upstream did not answer within the call timeout
+UNSUPPORTED_PROTOCOL_VERSION: Final = -32022  # 2026-07-28
+REQUEST_CANCELLED: Final = -32800  # LSP's RequestCancelled; used only where an answer is unavoidable
+
+
+class ErrorObject(msgspec.Struct, omit_defaults=True):
+    code: int
+    message: str
+    data: Raw | UnsetType = UNSET
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    """Any JSON-RPC message: request, notification, response or error.
+
+    Which one it is follows from the fields present; see :func:`kind`.
+    """
+
+    jsonrpc: Literal["2.0"]
+    id: int | str | None | UnsetType = UNSET
+    method: str | UnsetType = UNSET
+    params: Raw | UnsetType = UNSET
+    result: Raw | UnsetType = UNSET
+    error: ErrorObject | UnsetType = UNSET
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not UNSET and self.id is not UNSET
+
+    @property
+    def is_notification(self) -> bool:
+        return self.method is not UNSET and self.id is UNSET
+
+    @property
+    def is_response(self) -> bool:
+        """A result or an error answering a request."""
+        return self.method is UNSET and (self.result is not UNSET or self.error is not UNSET)
+
+
+class ProtocolError(Exception):
+    """A message we cannot accept; carries the JSON-RPC code and the id if known."""
+
+    def __init__(self, code: int, message: str, id: RequestId | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
+
+
+# Built once and reused (msgspec encoders/decoders are reusable and thread-safe).
+encoder: Final = msgspec.json.Encoder()
+_message_decoder: Final = msgspec.json.Decoder(Message)
+_raw_dict_decoder: Final = msgspec.json.Decoder(dict[str, Raw])
+_any_decoder: Final = msgspec.json.Decoder()
+
+RAW_EMPTY_OBJECT: Final = Raw(b"{}")
+
+
+def decode_message(data: bytes | memoryview) -> Message:
+    """Decode one JSON-RPC message and check its shape.
+
+    Raises :class:`ProtocolError` with -32700 for bad JSON and -32600 for a
+    valid JSON value that is not a well-formed JSON-RPC message (including
+    batches, which are checked for separately by :func:`is_batch`).
+    """
+    try:
+        msg = _message_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(INVALID_REQUEST, f"Invalid request: {exc}", _salvage_id(data)) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(PARSE_ERROR, f"Parse error: {exc}") from None
+    _check_shape(msg)
+    return msg
+
+
+def _check_shape(msg: Message) -> None:
+    if msg.method is not UNSET:
+        if msg.result is not UNSET or msg.error is not UNSET:
+            raise ProtocolError(INVALID_REQUEST, "Invalid request: a request cannot carry result or error",
+                                _id_or_none(msg))
+        if msg.id is None:
+            raise ProtocolError(INVALID_REQUEST, "Invalid request: id must be a string or an integer")
+        if msg.params is not UNSET and memoryview(msg.params)[:1] != b"{":
+            raise ProtocolError(INVALID_REQUEST, "Invalid request: params must be an object",
+                                _id_or_none(msg))
+        return
+    if msg.result is not UNSET and msg.error is not UNSET:
+        raise ProtocolError(INVALID_REQUEST, "Invalid response: both result and error", _id_or_none(msg))
+    if msg.result is UNSET and msg.error is UNSET:
+        raise ProtocolError(INVALID_REQUEST, "Invalid request: no method, result or error", _id_or_none(msg))
+    if msg.id is UNSET:
+        raise ProtocolError(INVALID_REQUEST, "Invalid response: missing id")
+
+
+def _id_or_none(msg: Message) -> RequestId | None:
+    return None if msg.id is UNSET or msg.id is None else msg.id
+
+
+def _salvage_id(data: bytes | memoryview) -> RequestId | None:
+    """Best effort: the id of a structurally wrong message, so its error can name it."""
+    try:
+        obj = _any_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(obj, dict):
+        value = obj.get("id")
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+    return None
+
+
+def is_batch(data: bytes | memoryview) -> bool:
+    """True if the body is a JSON array (a JSON-RPC batch)."""
+    for byte in bytes(data[:64]):
+        if byte in b" \t\r\n":
+            continue
+        return byte == ord("[")
+    return False
+
+
+def decode_params(msg: Message) -> dict[str, Raw]:
+    """The top-level members of ``params`` with their values left raw."""
+    if msg.params is UNSET:
+        return {}
+    try:
+        return _raw_dict_decoder.decode(msg.params)
+    except msgspec.DecodeError:
+        raise ProtocolError(INVALID_PARAMS, "Invalid params: expected an object", _id_or_none(msg)) from None
+
+
+def decode_raw(raw: Raw, type_: type | object = object) -> object:
+    """Decode one raw value (small values only: names, tokens, cursors)."""
+    return msgspec.json.decode(raw, type=type_)
+
+
+def raw(value: object) -> Raw:
+    return Raw(encoder.encode(value))
+
+
+def encode(msg: Message) -> bytes:
+    return encoder.encode(msg)
+
+
+def request(id: RequestId, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET) -> Message:
+    if isinstance(params, dict):
+        params = Raw(encoder.encode(params))
+    return Message(jsonrpc="2.0", id=id, method=method, params=params)
+
+
+def notification(method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET) -> Message:
+    if isinstance(params, dict):
+        params = Raw(encoder.encode(params))
+    return Message(jsonrpc="2.0", method=method, params=params)
+
+
+def result(id: RequestId | None, value: Raw) -> Message:
+    return Message(jsonrpc="2.0", id=id, result=value)
+
+
+def error(id: RequestId | None, code: int, message: str, data: object = UNSET) -> Message:
+    err = ErrorObject(code=code, message=message, data=UNSET if data is UNSET else raw(data))
+    return Message(jsonrpc="2.0", id=id, error=err)
+
+
+def encode_error(id: RequestId | None, code: int, message: str, data: object = UNSET) -> bytes:
+    return encoder.encode(error(id, code, message, data))

@@ -1,0 +1,257 @@
+"""One JSON-RPC connection to one upstream MCP server over a :class:`Channel`.
+
+The gateway allocates its own integer ids upstream and keeps a pending table
+``upstream id -> waiter``; answers are matched by that id only, so client ids
+(which may repeat across sessions) never meet upstream. When the stream ends,
+every waiter fails at once with the server's exit description.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import trio
+from msgspec import UNSET, Raw, UnsetType
+
+from ..protocol import jsonrpc
+from ..protocol.jsonrpc import Message
+from .channel import Channel
+
+log = logging.getLogger("mcp_gateway.upstream")
+
+
+class UpstreamError(Exception):
+    """A call did not produce a result; maps to a JSON-RPC error for the client."""
+
+    def __init__(self, code: int, message: str, data: Raw | UnsetType = UNSET) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class UpstreamGone(UpstreamError):
+    """The server exited, crashed or closed its stdout (the peer broke the stream)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(jsonrpc.UPSTREAM_UNAVAILABLE, message)
+
+
+class _Waiter:
+    __slots__ = ("event", "response", "failure")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.response: Message | None = None
+        self.failure: UpstreamError | None = None
+
+
+NotificationHandler = Callable[[Message], None]
+RequestHandler = Callable[[Message], Awaitable[Raw]]
+
+
+class UpstreamConnection:
+    """Request/response multiplexing over one channel. Owned by a supervisor's nursery."""
+
+    def __init__(
+        self,
+        name: str,
+        channel: Channel,
+        *,
+        max_message: int = 16 * 1024 * 1024,
+        on_notification: NotificationHandler | None = None,
+        exit_grace: float = 0.5,
+    ) -> None:
+        self.name = name
+        self._channel = channel
+        self._max_message = max_message
+        self._on_notification = on_notification
+        self._exit_grace = exit_grace
+        self._next_id = 1
+        self._pending: dict[int, _Waiter] = {}
+        self._send, self._outbox = trio.open_memory_channel[bytes](4096)
+        self.closed = trio.Event()
+        self.close_reason: str | None = None
+        self.in_flight_peak = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Pump both directions until the server's stdout ends, then fail every waiter."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                task_status.started()
+                reason = await self._reader()
+                log.warning("%s", reason)
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.close_reason is None:
+                self.close_reason = f"server {self.name!r} connection closed"
+            self._fail_all(self.close_reason)
+            self.closed.set()
+
+    async def call(self, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET,
+                   *, timeout: float = math.inf) -> Raw:
+        """Send a request and wait for its result. Raises :class:`UpstreamError`.
+
+        If the caller is cancelled (client cancelled or disconnected), the server is
+        told with ``notifications/cancelled`` and a late answer is dropped.
+        """
+        if self.closed.is_set():
+            raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running")
+        upstream_id = self._next_id
+        self._next_id += 1
+        waiter = _Waiter()
+        self._pending[upstream_id] = waiter
+        if len(self._pending) > self.in_flight_peak:
+            self.in_flight_peak = len(self._pending)
+        completed = False
+        try:
+            await self._send.send(jsonrpc.encode(jsonrpc.request(upstream_id, method, params)))
+            with trio.move_on_after(timeout) as scope:
+                await waiter.event.wait()
+            if scope.cancelled_caught:
+                raise UpstreamError(jsonrpc.REQUEST_TIMEOUT,
+                                    f"server {self.name!r} did not answer {method} within {timeout:g}s")
+            completed = True
+        finally:
+            if not completed and self._pending.pop(upstream_id, None) is not None:
+                self._notify_nowait("notifications/cancelled",
+                                    {"requestId": jsonrpc.raw(upstream_id),
+                                     "reason": jsonrpc.raw("cancelled by the gateway")})
+        if waiter.failure is not None:
+            raise waiter.failure
+        response = waiter.response
+        assert response is not None
+        if response.error is not UNSET:
+            err = response.error
+            raise UpstreamError(err.code, err.message, err.data)
+        assert response.result is not UNSET
+        return response.result
+
+    async def notify(self, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET) -> None:
+        await self._send.send(jsonrpc.encode(jsonrpc.notification(method, params)))
+
+    def _notify_nowait(self, method: str, params: dict[str, Raw]) -> None:
+        try:
+            self._send.send_nowait(jsonrpc.encode(jsonrpc.notification(method, params)))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # best effort: the call is already abandoned on our side
+
+    def _fail_all(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            waiter.failure = UpstreamGone(reason)
+            waiter.event.set()
+
+    async def _writer(self) -> None:
+        """Write queued messages, batching whatever is ready into one write."""
+        batch: list[bytes] = []
+        try:
+            async for first in self._outbox:
+                batch.append(first)
+                batch.append(b"\n")
+                while True:
+                    try:
+                        batch.append(self._outbox.receive_nowait())
+                        batch.append(b"\n")
+                    except trio.WouldBlock:
+                        break
+                await self._channel.send_all(b"".join(batch))
+                batch.clear()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("%s: stdin closed: %r", self.name, exc)
+
+    async def _reader(self) -> str:
+        """Split stdout into lines and dispatch them; return why the stream ended."""
+        parts: list[bytes] = []
+        buffered = 0
+        while True:
+            try:
+                data = await self._channel.receive_some()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                data = b""
+                log.debug("%s: stdout read failed: %r", self.name, exc)
+            if not data:
+                return await self._describe_end()
+            newline = data.find(b"\n")
+            if newline == -1:
+                parts.append(data)
+                buffered += len(data)
+                if buffered > self._max_message:
+                    self.close_reason = (f"server {self.name!r} sent a message larger than "
+                                         f"{self._max_message} bytes; connection closed")
+                    return self.close_reason
+                continue
+            if parts:
+                data = b"".join(parts) + data
+                newline = data.find(b"\n", buffered)
+                parts.clear()
+                buffered = 0
+            view = memoryview(data)
+            start = 0
+            while newline != -1:
+                if newline > start:
+                    self._dispatch(view[start:newline])
+                start = newline + 1
+                newline = data.find(b"\n", start)
+            if start < len(data):
+                parts.append(data[start:])
+                buffered = len(data) - start
+
+    async def _describe_end(self) -> str:
+        with trio.move_on_after(self._exit_grace):
+            how = await self._channel.wait()
+            self.close_reason = f"server {self.name!r} {how}"
+            return self.close_reason
+        self.close_reason = f"server {self.name!r} closed its output"
+        return self.close_reason
+
+    def _dispatch(self, line: memoryview) -> None:
+        try:
+            msg = jsonrpc.decode_message(line)
+        except jsonrpc.ProtocolError as exc:
+            text = bytes(line[:200]).decode("utf-8", "replace").strip()
+            if text:
+                log.warning("%s: ignoring non JSON-RPC output (%s): %s", self.name, exc.message, text)
+            return
+        if msg.is_response:
+            waiter = self._pending.pop(msg.id, None) if isinstance(msg.id, int) else None
+            if waiter is None:
+                log.debug("%s: dropping answer to unknown or abandoned id %r", self.name, msg.id)
+                return
+            waiter.response = msg
+            waiter.event.set()
+        elif msg.is_notification:
+            if self._on_notification is not None:
+                self._on_notification(msg)
+        else:
+            self._answer_server_request(msg)
+
+    def _answer_server_request(self, msg: Message) -> None:
+        """Server-to-client requests. The gateway declares no client capabilities upstream
+        (no sampling, elicitation or roots), so only ``ping`` is answered."""
+        assert msg.id is not UNSET and msg.id is not None
+        if msg.method == "ping":
+            out = jsonrpc.result(msg.id, jsonrpc.RAW_EMPTY_OBJECT)
+        else:
+            out = jsonrpc.error(msg.id, jsonrpc.METHOD_NOT_FOUND,
+                                f"the gateway does not support {msg.method!r} from upstream servers")
+        try:
+            self._send.send_nowait(jsonrpc.encode(out))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            log.warning("%s: could not answer %s (outbox full)", self.name, msg.method)
+
+
+_init_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def decode_object(raw: Raw) -> dict[str, Any]:
+    return _init_decoder.decode(raw)

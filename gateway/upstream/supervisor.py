@@ -1,0 +1,241 @@
+"""Keeps one upstream server running: start, initialize, catalog, restart with backoff."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from msgspec import Raw
+
+from ..protocol import jsonrpc
+from ..protocol.catalog import ServerCatalog, decode_list_page
+from ..protocol.jsonrpc import Message
+from ..protocol.mcp import LATEST_HANDSHAKE
+from .channel import Launcher, LaunchError
+from .connection import UpstreamConnection, UpstreamError, UpstreamGone, decode_object
+
+log = logging.getLogger("mcp_gateway.upstream")
+
+CLIENT_INFO = {"name": "mcp-gateway", "version": "0.1.0"}
+_LIST_PAGE_CAP = 1000  # an upstream paginator that never ends cannot hang a refresh
+
+# notifications/<x>/list_changed -> the list to refetch
+_LIST_CHANGED = {
+    "notifications/tools/list_changed": "tools",
+    "notifications/prompts/list_changed": "prompts",
+    "notifications/resources/list_changed": "resources",
+}
+
+
+async def initialize(conn: UpstreamConnection) -> ServerCatalog:
+    """The MCP handshake; returns a catalog with capabilities filled, lists empty."""
+    params = {
+        "protocolVersion": jsonrpc.raw(LATEST_HANDSHAKE),
+        "capabilities": jsonrpc.RAW_EMPTY_OBJECT,
+        "clientInfo": jsonrpc.raw(CLIENT_INFO),
+    }
+    result = decode_object(await conn.call("initialize", params))
+    await conn.notify("notifications/initialized")
+    caps = result.get("capabilities")
+    info = result.get("serverInfo")
+    instructions = result.get("instructions")
+    return ServerCatalog(
+        capabilities=caps if isinstance(caps, dict) else {},
+        server_info=info if isinstance(info, dict) else {},
+        instructions=instructions if isinstance(instructions, str) else None,
+    )
+
+
+async def fetch_list(conn: UpstreamConnection, kind: str, timeout: float) -> list[dict[str, Raw]]:
+    """Every entry of ``<kind>/list``, following upstream cursors."""
+    method = "resources/templates/list" if kind == "resource_templates" else f"{kind}/list"
+    entries: list[dict[str, Raw]] = []
+    cursor: str | None = None
+    for _ in range(_LIST_PAGE_CAP):
+        params = {"cursor": jsonrpc.raw(cursor)} if cursor else jsonrpc.UNSET
+        page, cursor = decode_list_page(await conn.call(method, params, timeout=timeout))
+        entries += page
+        if not cursor:
+            break
+    return entries
+
+
+async def fetch_catalog(conn: UpstreamConnection, catalog: ServerCatalog, timeout: float) -> None:
+    caps = catalog.capabilities
+    if "tools" in caps:
+        catalog.tools = await fetch_list(conn, "tools", timeout)
+    if "prompts" in caps:
+        catalog.prompts = await fetch_list(conn, "prompts", timeout)
+    if "resources" in caps:
+        catalog.resources = await fetch_list(conn, "resources", timeout)
+        try:
+            catalog.resource_templates = await fetch_list(conn, "resource_templates", timeout)
+        except UpstreamError as exc:
+            if exc.code != jsonrpc.METHOD_NOT_FOUND:
+                raise
+
+
+class ServerSupervisor:
+    """One long-lived instance of a server, shared by every client session.
+
+    ``catalog`` is the last one fetched (kept across restarts so the aggregate does
+    not flap); ``on_change(name)`` is called whenever it changes and
+    ``on_notification(name, msg)`` for every other upstream notification.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        launcher: Launcher,
+        *,
+        start_timeout: float = 30.0,
+        call_timeout: float = 60.0,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        max_message: int = 16 * 1024 * 1024,
+        on_change: Callable[[str], None] | None = None,
+        on_notification: Callable[[str, Message], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.launcher = launcher
+        self.start_timeout = start_timeout
+        self.call_timeout = call_timeout
+        self._backoff = backoff
+        self._backoff_max = backoff_max
+        self._max_message = max_message
+        self._on_change = on_change
+        self._on_notification = on_notification
+        self.catalog: ServerCatalog | None = None
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.restarts = 0
+        self._conn: UpstreamConnection | None = None
+        self._ready = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._refresh_pending: set[str] = set()
+        self._start_failed = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run (and re-run) the server until cancelled. ``started`` after the first attempt."""
+        delay = self._backoff
+        first = True
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            while True:
+                healthy = await self._lifetime(task_status if first else None)
+                first = False
+                self.restarts += 1
+                delay = self._backoff if healthy else min(delay * 2, self._backoff_max)
+                self.state = "backoff"
+                log.info("%s: restarting in %.1fs", self.name, delay)
+                await trio.sleep(delay)
+
+    async def _lifetime(self, task_status: trio.TaskStatus[None] | None) -> bool:
+        """Start, initialize and serve one instance; True if it became ready."""
+        self.state = "starting"
+        became_ready = False
+        try:
+            async with self.launcher.open() as channel, trio.open_nursery() as nursery:
+                conn = UpstreamConnection(self.name, channel, max_message=self._max_message,
+                                          on_notification=self._notification)
+                await nursery.start(conn.run)
+                with trio.fail_after(self.start_timeout):
+                    catalog = await initialize(conn)
+                    await fetch_catalog(conn, catalog, self.start_timeout)
+                self._set_catalog(catalog)
+                self._conn = conn
+                self.state = "ready"
+                self.last_error = None
+                became_ready = True
+                self._start_failed = False
+                self._ready.set()
+                log.info("%s: ready (%d tools, %d prompts, %d resources)", self.name,
+                         len(catalog.tools), len(catalog.prompts), len(catalog.resources))
+                if task_status is not None:
+                    task_status.started()
+                    task_status = None
+                await conn.closed.wait()
+                self.last_error = conn.close_reason
+                nursery.cancel_scope.cancel()
+        except trio.TooSlowError:
+            self.last_error = f"server {self.name!r} did not finish initialize within {self.start_timeout:g}s"
+            log.error("%s", self.last_error)
+        except (LaunchError, UpstreamError) as exc:
+            self.last_error = str(exc) if isinstance(exc, LaunchError) else \
+                f"server {self.name!r} failed to start: {exc.message}"
+            log.error("%s", self.last_error)
+        finally:
+            self._conn = None
+            if self._ready.is_set():
+                self._ready = trio.Event()
+            self.state = "stopped"
+            self._start_failed = not became_ready
+            if task_status is not None:
+                task_status.started()
+        return became_ready
+
+    async def connection(self) -> UpstreamConnection:
+        """The live connection, waiting (within the caller's deadline) for a (re)start."""
+        while True:
+            conn = self._conn
+            if conn is not None and not conn.closed.is_set():
+                return conn
+            if self._start_failed:
+                # A server that cannot start fails calls at once instead of holding them
+                # for the call timeout; one that crashed after running is waited for.
+                raise UpstreamGone(self.last_error or f"server {self.name!r} is not running")
+            await self._ready.wait()
+
+    async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET,
+                   *, timeout: float | None = None) -> Raw:
+        """Call the server, waiting for it to be up; the whole call obeys ``timeout``."""
+        limit = self.call_timeout if timeout is None else timeout
+        with trio.move_on_after(limit) as scope:
+            conn = await self.connection()
+            return await conn.call(method, params, timeout=math.inf)
+        assert scope.cancelled_caught
+        if self._conn is None:
+            raise UpstreamGone(self.last_error or f"server {self.name!r} is not running")
+        raise UpstreamError(jsonrpc.REQUEST_TIMEOUT,
+                            f"server {self.name!r} did not answer {method} within {limit:g}s")
+
+    def _set_catalog(self, catalog: ServerCatalog) -> None:
+        changed = self.catalog != catalog
+        self.catalog = catalog
+        if changed and self._on_change is not None:
+            self._on_change(self.name)
+
+    def _notification(self, msg: Message) -> None:
+        kind = _LIST_CHANGED.get(msg.method) if isinstance(msg.method, str) else None
+        if kind is not None:
+            self._schedule_refresh(kind)
+        elif self._on_notification is not None:
+            self._on_notification(self.name, msg)
+
+    def _schedule_refresh(self, kind: str) -> None:
+        if kind in self._refresh_pending or self._nursery is None:
+            return  # coalesce bursts: one refresh covers them
+        self._refresh_pending.add(kind)
+        self._nursery.start_soon(self._refresh, kind)
+
+    async def _refresh(self, kind: str) -> None:
+        self._refresh_pending.discard(kind)
+        conn, catalog = self._conn, self.catalog
+        if conn is None or catalog is None:
+            return
+        try:
+            entries = await fetch_list(conn, kind, self.call_timeout)
+            extra: Any = None
+            if kind == "resources" and "resources" in catalog.capabilities:
+                extra = await fetch_list(conn, "resource_templates", self.call_timeout)
+        except UpstreamError as exc:
+            log.warning("%s: refreshing %s failed: %s", self.name, kind, exc.message)
+            return
+        new = ServerCatalog(**vars(catalog))
+        setattr(new, kind, entries)
+        if extra is not None:
+            new.resource_templates = extra
+        self._set_catalog(new)

@@ -1,0 +1,5 @@
+# mcp-server-time (from PyPI) as a container: the echo image with another default command.
+FROM mcp-gateway-test/echo:1
+CMD ["python3", "-m", "mcp_server_time"]
+ARG CONTENT_HASH=unknown
+LABEL io.mcp-gateway.test-image="1" io.mcp-gateway.test-hash="${CONTENT_HASH}"
