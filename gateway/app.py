@@ -75,7 +75,7 @@ class Gateway:
         self.http = HTTPServer(self.transport, host=self.host, port=self.port, limits=Limits(
             max_body=limits.max_body, max_header=limits.max_header, read_timeout=config.timeouts.read,
             idle_timeout=config.timeouts.idle, max_connections=limits.max_connections))
-        self.http.drain_hooks.append(self.sessions.end_all)
+        self.http.drain_hooks.append(self.sessions.close_streams)
         self._nursery: trio.Nursery | None = None
 
     def _launcher(self, name: str, server: ServerConfig) -> Launcher:
@@ -113,6 +113,7 @@ class Gateway:
         """Two phases: stop accepting and drain within ``timeouts.shutdown_grace``, then stop all."""
         log.info("shutting down: draining for up to %.0fs", self.config.timeouts.shutdown_grace)
         await self.http.shutdown(self.config.timeouts.shutdown_grace)
+        self.sessions.end_all()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 

@@ -60,6 +60,11 @@ class Session:
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             self.dropped += 1
 
+    def close_stream(self) -> None:
+        """End the GET stream (if any) but keep the session: used while draining."""
+        if self._outbox_send is not None:
+            self._outbox_send.close()
+
     def close(self) -> None:
         """End the session: cancel its calls and its GET stream."""
         self.closed = True
@@ -109,6 +114,10 @@ class SessionManager:
             session.close()
             if self._on_close is not None:
                 self._on_close(session)
+
+    def close_streams(self) -> None:
+        for session in self._sessions.values():
+            session.close_stream()
 
     def end_all(self) -> None:
         for session in list(self._sessions.values()):

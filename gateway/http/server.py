@@ -115,8 +115,6 @@ class _Connection:
                 nursery.start_soon(self._worker)
                 await self._reader()
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the peer went away; nothing to answer
         finally:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
@@ -129,7 +127,10 @@ class _Connection:
     async def _receive(self, timeout: float) -> bytes | None:
         """Bytes from the socket; None on timeout."""
         with trio.move_on_after(timeout):
-            return await self.stream.receive_some(65536)
+            try:
+                return await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""  # reset by peer: same as EOF for us
         return None
 
     async def _reader(self) -> None:
@@ -210,7 +211,10 @@ class _Connection:
             if self.h11.our_state in (h11.MUST_CLOSE, h11.CLOSED) and not self.busy:
                 return False
             with trio.CancelScope() as self.pause_scope:
-                data = await self.stream.receive_some(65536)
+                try:
+                    data = await self.stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
                 if not data:
                     if self.request_scope is not None:
                         self.request_scope.cancel()
@@ -232,7 +236,7 @@ class _Connection:
                 try:
                     await handler(request, responder)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    raise
+                    responder.finished = False  # the peer is gone mid-response: close below
                 except Exception:
                     log.exception("handler failed for %s %s", request.method.decode(), request.path)
                     if not responder.started:
@@ -263,7 +267,10 @@ class _Connection:
         except h11.LocalProtocolError:
             return
         with trio.move_on_after(5):
-            await self.stream.send_all(out)
+            try:
+                await self.stream.send_all(out)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
 
 class HTTPServer:

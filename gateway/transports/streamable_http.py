@@ -370,8 +370,11 @@ class StreamableHTTPTransport:
 
 
 async def _pump_sse(recv: trio.MemoryReceiveChannel[bytes], responder: Responder) -> None:
-    async for data in recv:
-        await responder.write(sse_event(data))
+    try:
+        async for data in recv:
+            await responder.write(sse_event(data))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the client left; the connection's reader cancels the request
 
 
 class _MetaOnly(msgspec.Struct):

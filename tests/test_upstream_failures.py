@@ -1,0 +1,112 @@
+"""Crashed, killed, hung and unstartable upstreams: errors arrive fast, nothing hangs, restarts work."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from tests.helpers import HTTPClient, Running, config, running_gateway, sdk_server
+
+
+@pytest.fixture
+async def gw() -> AsyncIterator[Running]:
+    cfg = config({"sdk": sdk_server(restart_backoff="100ms", call_timeout="2s"),
+                  "broken": {"command": "/nonexistent/server-binary"}})
+    async with running_gateway(cfg) as running:
+        yield running
+
+
+async def _pid(client: Client) -> int:
+    return int((await client.call_tool("sdk__whoami", {})).content[0].text)
+
+
+async def test_killed_mid_call_fails_within_a_second_then_recovers(gw: Running) -> None:
+    async with Client(gw.url, mode="legacy") as client:
+        pid = await _pid(client)
+        failure: list[MCPError] = []
+
+        async def call() -> None:
+            try:
+                await client.call_tool("sdk__sleep", {"seconds": 30})
+            except MCPError as exc:
+                failure.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await trio.sleep(0.3)
+            os.kill(pid, signal.SIGKILL)
+            killed_at = trio.current_time()
+            with trio.fail_after(1):
+                while not failure:
+                    await trio.sleep(0.01)
+        assert trio.current_time() - killed_at < 1
+        err = failure[0].error
+        assert err.code == -32000
+        assert "'sdk'" in err.message and "SIGKILL" in err.message
+        # the next call waits for the restart and succeeds on a new process
+        result = await client.call_tool("sdk__echo", {"text": "back"})
+        assert result.content[0].text == "back"
+        assert await _pid(client) != pid
+        assert gw.gateway.supervisors["sdk"].restarts == 1
+
+
+async def test_crash_names_the_server_and_exit_status(gw: Running) -> None:
+    async with Client(gw.url, mode="legacy") as client:
+        with trio.fail_after(2), pytest.raises(MCPError) as info:
+            await client.call_tool("sdk__crash", {"code": 3})
+        assert "'sdk' exited with status 3" in info.value.error.message
+        assert (await client.call_tool("sdk__add", {"a": 1, "b": 1})).structured_content == {"result": 2}
+
+
+async def test_hung_call_times_out_with_a_jsonrpc_error(gw: Running) -> None:
+    async with Client(gw.url, mode="legacy") as client:
+        started = trio.current_time()
+        with pytest.raises(MCPError) as info:
+            await client.call_tool("sdk__sleep", {"seconds": 30})
+        assert info.value.error.code == -32001
+        assert "within 2s" in info.value.error.message
+        assert trio.current_time() - started < 4
+        # the server itself is fine and the abandoned call was cancelled upstream
+        assert (await client.call_tool("sdk__echo", {"text": "ok"})).content[0].text == "ok"
+
+
+async def test_unstartable_server_is_reported_and_others_work() -> None:
+    cfg = config({"sdk": sdk_server(), "broken": {"command": "/nonexistent/server-binary"}},
+                 routes={"/": ["sdk", "broken"], "/b": ["broken"]})
+    async with running_gateway(cfg) as gw:
+        broken = gw.gateway.supervisors["broken"]
+        assert broken.state != "ready" and "cannot start" in (broken.last_error or "")
+        async with Client(gw.url, mode="legacy") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "sdk__echo" in names
+        async with HTTPClient.connect(gw.port) as http:
+            health = (await http.request("GET", "/healthz")).json()
+            assert health["servers"]["broken"]["state"] != "ready"
+            assert health["servers"]["sdk"]["state"] == "ready"
+
+
+async def test_client_disconnect_cancels_its_call_upstream(gw: Running) -> None:
+    supervisor = gw.gateway.supervisors["sdk"]
+    async with HTTPClient.connect(gw.port) as http:
+        session = await http.initialize()
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.port)
+        body = (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sdk__sleep",'
+                b'"arguments":{"seconds":30}}}')
+        await stream.send_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: application/json\r\n"
+                              b"content-type: application/json\r\nmcp-session-id: " + session.encode() +
+                              b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        conn = await supervisor.connection()
+        with trio.fail_after(2):
+            while conn.in_flight == 0:
+                await trio.sleep(0.01)
+        await stream.aclose()
+        with trio.fail_after(1):
+            while conn.in_flight:
+                await trio.sleep(0.01)
+        assert not gw.gateway.sessions.get(session).inflight  # type: ignore[union-attr]
