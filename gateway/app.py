@@ -17,7 +17,9 @@ from .protocol.jsonrpc import Message
 from .router import ProgressTable, Route, Router
 from .session import Session, SessionManager
 from .transports.streamable_http import OriginPolicy, StreamableHTTPTransport
+from .upstream.backend import Backend
 from .upstream.channel import Launcher
+from .upstream.lifecycle import CallBackend, SessionBackend
 from .upstream.process import ProcessLauncher
 from .upstream.supervisor import ServerSupervisor
 
@@ -56,14 +58,8 @@ class Gateway:
         self.router = Router(self.progress)
         self.sessions = SessionManager(max_sessions=config.limits.max_sessions,
                                        idle_timeout=config.timeouts.session_idle, on_close=self._session_closed)
-        self.supervisors: dict[str, ServerSupervisor] = {}
-        for name, server in config.servers.items():
-            self.supervisors[name] = ServerSupervisor(
-                name, self._launcher(name, server),
-                start_timeout=config.start_timeout_for(name), call_timeout=config.call_timeout_for(name),
-                backoff=server.restart_backoff, backoff_max=server.restart_backoff_max,
-                max_message=config.limits.max_message,
-                on_change=self._catalog_changed, on_notification=self._upstream_notification)
+        self.supervisors: dict[str, Backend] = {
+            name: self._backend(name, server) for name, server in config.servers.items()}
         self.routes: dict[str, Route] = {
             prefix: Route(prefix, [self.supervisors[n] for n in names], config.tool_separator, page_size)
             for prefix, names in config.resolved_routes().items()
@@ -77,6 +73,19 @@ class Gateway:
             idle_timeout=config.timeouts.idle, max_connections=limits.max_connections))
         self.http.drain_hooks.append(self.sessions.close_streams)
         self._nursery: trio.Nursery | None = None
+
+    def _backend(self, name: str, server: ServerConfig) -> Backend:
+        launcher = self._launcher(name, server)
+        start, call = self.config.start_timeout_for(name), self.config.call_timeout_for(name)
+        max_message = self.config.limits.max_message
+        if server.lifecycle == "shared":
+            return ServerSupervisor(
+                name, launcher, start_timeout=start, call_timeout=call, backoff=server.restart_backoff,
+                backoff_max=server.restart_backoff_max, max_message=max_message,
+                on_change=self._catalog_changed, on_notification=self._upstream_notification)
+        cls = SessionBackend if server.lifecycle == "session" else CallBackend
+        return cls(name, launcher, pool=server.pool, idle_timeout=server.idle_timeout, start_timeout=start,
+                   call_timeout=call, max_message=max_message, on_notification=self._upstream_notification)
 
     def _launcher(self, name: str, server: ServerConfig) -> Launcher:
         if self._launcher_factory is not None:
@@ -152,6 +161,8 @@ class Gateway:
 
     def _session_closed(self, session: Session) -> None:
         session.route.sessions.discard(session)
+        for backend in session.route.servers.values():
+            backend.session_ended(session)
 
     async def _extra_endpoints(self, request: Request, responder: Responder) -> bool:
         if request.path == "/healthz" and request.method == b"GET":

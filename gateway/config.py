@@ -459,10 +459,11 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
             raise bad("cwd", "only applies to process servers (a container's working dir is in its image)")
     else:
         loose = [k for k in _CONTAINER_KEYS if k in raw]
-        loose += ["pool"] if s.pool else []
-        loose += ["lifecycle"] if s.lifecycle != "shared" else []
         if s.kind == "remote":
-            for key in ("args", "env", "cwd", *loose):
+            # lifecycle and pool apply to processes too (a process per session or per call).
+            lifecycle = ["pool"] if s.pool else []
+            lifecycle += ["lifecycle"] if s.lifecycle != "shared" else []
+            for key in ("args", "env", "cwd", *loose, *lifecycle):
                 if key in raw:
                     raise bad(key, "does not apply to remote servers (url)")
             if not re.fullmatch(r"https?://\S+", s.url or ""):

@@ -21,7 +21,7 @@ from .protocol.catalog import RouteCatalog, aggregate, entry_str
 from .protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, Message, ProtocolError
 from .protocol.paging import page
 from .session import Session
-from .upstream.supervisor import ServerSupervisor
+from .upstream.backend import Backend
 
 log = logging.getLogger("mcp_gateway.router")
 
@@ -84,7 +84,7 @@ class ProgressTable:
 class Route:
     """A path prefix and the servers behind it, with their current aggregate."""
 
-    def __init__(self, prefix: str, servers: list[ServerSupervisor], separator: str, page_size: int) -> None:
+    def __init__(self, prefix: str, servers: list[Backend], separator: str, page_size: int) -> None:
         self.prefix = prefix
         self.servers = {s.name: s for s in servers}
         self.separator = separator
@@ -133,19 +133,19 @@ class Router:
         method = msg.method
         route: Route = session.route
         if method == "tools/call":
-            return await self._call_named(route, route.catalog.tool_index, "tool", msg, emit)
+            return await self._call_named(route, session, route.catalog.tool_index, "tool", msg, emit)
         if method in _LISTS:
             return self._list(route, method, msg)
         if method == "ping":
             return jsonrpc.RAW_EMPTY_OBJECT
         if method == "prompts/get":
-            return await self._call_named(route, route.catalog.prompt_index, "prompt", msg, emit)
+            return await self._call_named(route, session, route.catalog.prompt_index, "prompt", msg, emit)
         if method == "resources/read":
-            return await self._call_by_uri(route, msg, emit)
+            return await self._call_by_uri(route, session, msg, emit)
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscribe(route, session, msg)
         if method == "completion/complete":
-            return await self._complete(route, msg)
+            return await self._complete(route, session, msg)
         if method == "logging/setLevel":
             # Upstreams are shared between sessions: one client's level must not change
             # what others receive, so the level is accepted and upstream logs stay in our log.
@@ -163,7 +163,7 @@ class Router:
             out["nextCursor"] = next_cursor
         return Raw(jsonrpc.encoder.encode(out))
 
-    async def _call_named(self, route: Route, index: dict[str, tuple[str, str]], what: str,
+    async def _call_named(self, route: Route, session: Session, index: dict[str, tuple[str, str]], what: str,
                           msg: Message, emit: Emit | None) -> Raw:
         params = jsonrpc.decode_params(msg)
         name = _opt_str(params, "name", msg)
@@ -174,12 +174,12 @@ class Router:
             raise ProtocolError(INVALID_PARAMS, f"Unknown {what}: {name!r}", _id(msg))
         server, upstream_name = target
         params["name"] = Raw(jsonrpc.encoder.encode(upstream_name))
-        return await self._forward(route.servers[server], msg.method, params, emit)  # type: ignore[arg-type]
+        return await self._forward(route.servers[server], session, msg.method, params, emit)  # type: ignore[arg-type]
 
-    async def _call_by_uri(self, route: Route, msg: Message, emit: Emit | None) -> Raw:
+    async def _call_by_uri(self, route: Route, session: Session, msg: Message, emit: Emit | None) -> Raw:
         params = jsonrpc.decode_params(msg)
         server = self._server_for_uri(route, params, msg)
-        return await self._forward(route.servers[server], "resources/read", params, emit)
+        return await self._forward(route.servers[server], session, "resources/read", params, emit)
 
     def _server_for_uri(self, route: Route, params: dict[str, Raw], msg: Message) -> str:
         uri = _opt_str(params, "uri", msg)
@@ -199,22 +199,22 @@ class Router:
         server = self._server_for_uri(route, params, msg)
         uri = _opt_str(params, "uri", msg)
         assert uri is not None
-        supervisor = route.servers[server]
+        backend = route.servers[server]
         if msg.method == "resources/subscribe":
             if session.subscriptions is None:
                 session.subscriptions = set()
             first = not any(uri in (s.subscriptions or ()) for s in route.sessions)
             session.subscriptions.add(uri)
             if first:
-                await supervisor.call("resources/subscribe", params)
+                await backend.call("resources/subscribe", params, session=session)
         else:
             if session.subscriptions is not None:
                 session.subscriptions.discard(uri)
             if not any(uri in (s.subscriptions or ()) for s in route.sessions):
-                await supervisor.call("resources/unsubscribe", params)
+                await backend.call("resources/unsubscribe", params, session=session)
         return jsonrpc.RAW_EMPTY_OBJECT
 
-    async def _complete(self, route: Route, msg: Message) -> Raw:
+    async def _complete(self, route: Route, session: Session, msg: Message) -> Raw:
         params = jsonrpc.decode_params(msg)
         ref_raw = params.get("ref")
         ref = _meta_decoder.decode(ref_raw) if ref_raw is not None else {}
@@ -240,9 +240,9 @@ class Router:
             raise ProtocolError(INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt or ref/resource",
                                 _id(msg))
         params["ref"] = Raw(jsonrpc.encoder.encode(ref))
-        return await self._forward(route.servers[server], "completion/complete", params, None)
+        return await self._forward(route.servers[server], session, "completion/complete", params, None)
 
-    async def _forward(self, supervisor: ServerSupervisor, method: str, params: dict[str, Raw],
+    async def _forward(self, backend: Backend, session: Session, method: str, params: dict[str, Raw],
                        emit: Emit | None) -> Raw:
         """Send to the upstream, translating a progress token if the client gave one."""
         token: str | None = None
@@ -258,7 +258,7 @@ class Router:
                     meta["progressToken"] = Raw(jsonrpc.encoder.encode(token))
                 params["_meta"] = Raw(jsonrpc.encoder.encode(meta))
         try:
-            return await supervisor.call(method, params)
+            return await backend.call(method, params, session=session)
         finally:
             if token is not None:
                 self.progress.release(token)

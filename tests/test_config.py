@@ -264,8 +264,6 @@ def test_container_keys_and_normalization() -> None:
             ("read_only", True),
             ("tmpfs_size", "1m"),
             ("cap_add", []),
-            ("pool", 1),
-            ("lifecycle", "call"),
         ]
     ],  # fmt: skip
 )
@@ -273,8 +271,10 @@ def test_kind_errors(server: dict[str, Any], expected: str) -> None:
     assert error({"servers": {"s": server}}).startswith(expected)
 
 
-def test_process_accepts_pool_zero_and_shared() -> None:
+def test_process_accepts_lifecycles_and_pools() -> None:
     parse_config({"servers": {"s": {"command": "c", "pool": 0, "lifecycle": "shared"}}})
+    s = parse_config({"servers": {"s": {"command": "c", "pool": 2, "lifecycle": "call"}}}).servers["s"]
+    assert (s.kind, s.lifecycle, s.pool) == ("process", "call", 2)
 
 
 # ---------------------------------------------------------------- type and value errors

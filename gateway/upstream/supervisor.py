@@ -13,13 +13,12 @@ from msgspec import Raw
 from ..protocol import jsonrpc
 from ..protocol.catalog import ServerCatalog, decode_list_page
 from ..protocol.jsonrpc import Message
-from ..protocol.mcp import LATEST_HANDSHAKE
-from .channel import Launcher, LaunchError
-from .connection import UpstreamConnection, UpstreamError, UpstreamGone, decode_object
+from .channel import Launcher
+from .connection import UpstreamConnection, UpstreamError, UpstreamGone
+from .instance import Instance, StartError
 
 log = logging.getLogger("mcp_gateway.upstream")
 
-CLIENT_INFO = {"name": "mcp-gateway", "version": "0.1.0"}
 _LIST_PAGE_CAP = 1000  # an upstream paginator that never ends cannot hang a refresh
 
 # notifications/<x>/list_changed -> the list to refetch
@@ -28,25 +27,6 @@ _LIST_CHANGED = {
     "notifications/prompts/list_changed": "prompts",
     "notifications/resources/list_changed": "resources",
 }
-
-
-async def initialize(conn: UpstreamConnection) -> ServerCatalog:
-    """The MCP handshake; returns a catalog with capabilities filled, lists empty."""
-    params = {
-        "protocolVersion": jsonrpc.raw(LATEST_HANDSHAKE),
-        "capabilities": jsonrpc.RAW_EMPTY_OBJECT,
-        "clientInfo": jsonrpc.raw(CLIENT_INFO),
-    }
-    result = decode_object(await conn.call("initialize", params))
-    await conn.notify("notifications/initialized")
-    caps = result.get("capabilities")
-    info = result.get("serverInfo")
-    instructions = result.get("instructions")
-    return ServerCatalog(
-        capabilities=caps if isinstance(caps, dict) else {},
-        server_info=info if isinstance(info, dict) else {},
-        instructions=instructions if isinstance(instructions, str) else None,
-    )
 
 
 async def fetch_list(conn: UpstreamConnection, kind: str, timeout: float) -> list[dict[str, Raw]]:
@@ -136,46 +116,37 @@ class ServerSupervisor:
     async def _lifetime(self, task_status: trio.TaskStatus[None] | None) -> bool:
         """Start, initialize and serve one instance; True if it became ready."""
         self.state = "starting"
-        became_ready = False
+        instance = Instance(self.name, self.launcher, start_timeout=self.start_timeout,
+                            max_message=self._max_message, on_notification=self._notification,
+                            fetch=lambda conn, cat: fetch_catalog(conn, cat, self.start_timeout))
+        assert self._nursery is not None
         try:
-            async with self.launcher.open() as channel, trio.open_nursery() as nursery:
-                conn = UpstreamConnection(self.name, channel, max_message=self._max_message,
-                                          on_notification=self._notification)
-                await nursery.start(conn.run)
-                with trio.fail_after(self.start_timeout):
-                    catalog = await initialize(conn)
-                    await fetch_catalog(conn, catalog, self.start_timeout)
-                self._set_catalog(catalog)
-                self._conn = conn
-                self.state = "ready"
-                self.last_error = None
-                became_ready = True
-                self._start_failed = False
-                self._ready.set()
-                log.info("%s: ready (%d tools, %d prompts, %d resources)", self.name,
-                         len(catalog.tools), len(catalog.prompts), len(catalog.resources))
-                if task_status is not None:
-                    task_status.started()
-                    task_status = None
-                await conn.closed.wait()
-                self.last_error = conn.close_reason
-                nursery.cancel_scope.cancel()
-        except trio.TooSlowError:
-            self.last_error = f"server {self.name!r} did not finish initialize within {self.start_timeout:g}s"
+            await self._nursery.start(instance.run)
+        except StartError as exc:
+            self.last_error = exc.message
             log.error("%s", self.last_error)
-        except (LaunchError, UpstreamError) as exc:
-            self.last_error = str(exc) if isinstance(exc, LaunchError) else \
-                f"server {self.name!r} failed to start: {exc.message}"
-            log.error("%s", self.last_error)
-        finally:
-            self._conn = None
-            if self._ready.is_set():
-                self._ready = trio.Event()
-            self.state = "stopped"
-            self._start_failed = not became_ready
+            self._start_failed = True
+            self.state = "failed"
             if task_status is not None:
                 task_status.started()
-        return became_ready
+            return False
+        assert instance.catalog is not None and instance.conn is not None
+        self._set_catalog(instance.catalog)
+        self._conn = instance.conn
+        self.state = "ready"
+        self.last_error = None
+        self._start_failed = False
+        self._ready.set()
+        log.info("%s: ready (%d tools, %d prompts, %d resources)", self.name, len(instance.catalog.tools),
+                 len(instance.catalog.prompts), len(instance.catalog.resources))
+        if task_status is not None:
+            task_status.started()
+        await instance.ended.wait()
+        self.last_error = instance.end_reason
+        self._conn = None
+        self._ready = trio.Event()
+        self.state = "stopped"
+        return True
 
     async def connection(self) -> UpstreamConnection:
         """The live connection, waiting (within the caller's deadline) for a (re)start."""
@@ -189,8 +160,11 @@ class ServerSupervisor:
                 raise UpstreamGone(self.last_error or f"server {self.name!r} is not running")
             await self._ready.wait()
 
+    def session_ended(self, session: object) -> None:
+        """Shared servers outlive sessions."""
+
     async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET,
-                   *, timeout: float | None = None) -> Raw:
+                   *, session: object = None, timeout: float | None = None) -> Raw:
         """Call the server, waiting for it to be up; the whole call obeys ``timeout``."""
         limit = self.call_timeout if timeout is None else timeout
         with trio.move_on_after(limit) as scope:

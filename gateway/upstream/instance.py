@@ -1,0 +1,106 @@
+"""One started and initialized instance of a server: a launcher lifetime plus its connection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from ..protocol import jsonrpc
+from ..protocol.catalog import ServerCatalog
+from ..protocol.jsonrpc import Message
+from ..protocol.mcp import LATEST_HANDSHAKE
+from .channel import Launcher, LaunchError
+from .connection import UpstreamConnection, UpstreamError, UpstreamGone, decode_object
+
+log = logging.getLogger("mcp_gateway.upstream")
+
+CLIENT_INFO = {"name": "mcp-gateway", "version": "0.1.0"}
+
+
+async def initialize(conn: UpstreamConnection) -> ServerCatalog:
+    """The MCP handshake; returns a catalog with capabilities filled, lists empty."""
+    params = {
+        "protocolVersion": jsonrpc.raw(LATEST_HANDSHAKE),
+        "capabilities": jsonrpc.RAW_EMPTY_OBJECT,
+        "clientInfo": jsonrpc.raw(CLIENT_INFO),
+    }
+    result = decode_object(await conn.call("initialize", params))
+    await conn.notify("notifications/initialized")
+    caps = result.get("capabilities")
+    info = result.get("serverInfo")
+    instructions = result.get("instructions")
+    return ServerCatalog(
+        capabilities=caps if isinstance(caps, dict) else {},
+        server_info=info if isinstance(info, dict) else {},
+        instructions=instructions if isinstance(instructions, str) else None,
+    )
+
+
+class Instance:
+    """Start with ``await nursery.start(instance.run)``: returns once initialized (or raises
+    :class:`StartError`); the instance then lives until :meth:`stop` or until the server exits."""
+
+    def __init__(self, name: str, launcher: Launcher, *, start_timeout: float, max_message: int,
+                 on_notification: Callable[[Message], None] | None = None,
+                 fetch: Callable[[UpstreamConnection, ServerCatalog], object] | None = None) -> None:
+        self.name = name
+        self._launcher = launcher
+        self._start_timeout = start_timeout
+        self._max_message = max_message
+        self._on_notification = on_notification
+        self._fetch = fetch
+        self.conn: UpstreamConnection | None = None
+        self.catalog: ServerCatalog | None = None
+        self.ended = trio.Event()
+        self.last_used = trio.current_time()
+        self._scope = trio.CancelScope()
+
+    @property
+    def alive(self) -> bool:
+        return self.conn is not None and not self.conn.closed.is_set() and not self.ended.is_set()
+
+    @property
+    def end_reason(self) -> str:
+        if self.conn is not None and self.conn.close_reason:
+            return self.conn.close_reason
+        return f"server {self.name!r} stopped"
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[Instance] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        try:
+            with self._scope:
+                async with self._launcher.open() as channel, trio.open_nursery() as nursery:
+                    conn = UpstreamConnection(self.name, channel, max_message=self._max_message,
+                                              on_notification=self._on_notification)
+                    await nursery.start(conn.run)
+                    with trio.fail_after(self._start_timeout):
+                        catalog = await initialize(conn)
+                        if self._fetch is not None:
+                            await self._fetch(conn, catalog)  # type: ignore[misc]
+                    self.conn, self.catalog = conn, catalog
+                    started = True
+                    task_status.started(self)
+                    await conn.closed.wait()
+                    nursery.cancel_scope.cancel()
+        except trio.TooSlowError:
+            raise StartError(f"server {self.name!r} did not finish starting and initialize within "
+                             f"{self._start_timeout:g}s") from None
+        except LaunchError as exc:
+            raise StartError(str(exc)) from None
+        except UpstreamError as exc:
+            if started:
+                raise
+            raise StartError(f"server {self.name!r} failed to start: {exc.message}") from None
+        finally:
+            self.ended.set()
+        if not started:
+            raise StartError(f"server {self.name!r} was stopped while starting")
+
+
+class StartError(UpstreamGone):
+    """The instance could not be started or initialized (the message says why)."""

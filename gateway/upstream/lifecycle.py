@@ -1,0 +1,205 @@
+"""Per-session and per-call server lifecycles, with a pool of warm instances.
+
+``lifecycle: session`` gives every client session its own instance (started on the
+session's first call, stopped when the session ends or after ``idle_timeout``
+unused); ``lifecycle: call`` runs each call on a fresh instance that is stopped
+afterwards. ``pool: N`` keeps N instances started and initialized so neither waits
+for a cold start; the pool refills in the background. The catalog comes from one
+instance started at gateway start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from msgspec import Raw
+
+from ..protocol import jsonrpc
+from ..protocol.catalog import ServerCatalog
+from ..protocol.jsonrpc import Message
+from .channel import Launcher
+from .connection import UpstreamError
+from .instance import Instance, StartError
+from .supervisor import fetch_catalog
+
+log = logging.getLogger("mcp_gateway.upstream")
+
+
+class PooledBackend:
+    """Common part of the session and call lifecycles: warm pool, starts, idle reaping."""
+
+    lifecycle = "pool"
+
+    def __init__(self, name: str, launcher: Launcher, *, pool: int, idle_timeout: float, start_timeout: float,
+                 call_timeout: float, max_message: int,
+                 on_notification: Callable[[str, Message], None] | None = None) -> None:
+        self.name = name
+        self.launcher = launcher
+        self.pool_size = pool
+        self.idle_timeout = idle_timeout
+        self.start_timeout = start_timeout
+        self.call_timeout = call_timeout
+        self._max_message = max_message
+        self._on_notification = on_notification
+        self.catalog: ServerCatalog | None = None
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.restarts = 0
+        self.started_total = 0
+        self.warm: list[Instance] = []
+        self._refilling = 0
+        self._nursery: trio.Nursery | None = None
+        self._refill_wakeup = trio.Event()
+
+    def _instance(self) -> Instance:
+        return Instance(self.name, self.launcher, start_timeout=self.start_timeout, max_message=self._max_message,
+                        on_notification=self._notification)
+
+    def _notification(self, msg: Message) -> None:
+        if self._on_notification is not None:
+            self._on_notification(self.name, msg)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            probe = Instance(self.name, self.launcher, start_timeout=self.start_timeout,
+                             max_message=self._max_message, on_notification=self._notification,
+                             fetch=lambda conn, cat: fetch_catalog(conn, cat, self.start_timeout))
+            try:
+                await nursery.start(probe.run)
+                self.started_total += 1
+                self.catalog = probe.catalog
+                self.state = "ready"
+                if self.pool_size > 0:
+                    self.warm.append(probe)  # the catalog instance is the first warm one
+                else:
+                    probe.stop()
+            except StartError as exc:
+                self.last_error = exc.message
+                self.state = "failed"
+                log.error("%s", exc.message)
+            task_status.started()
+            nursery.start_soon(self._refill_loop)
+            await self._reap_loop()
+
+    async def _refill_loop(self) -> None:
+        """Keep ``pool_size`` warm instances (backing off while starts fail)."""
+        delay = 0.5
+        while True:
+            self.warm = [i for i in self.warm if i.alive]
+            while len(self.warm) + self._refilling < self.pool_size:
+                self._refilling += 1
+                try:
+                    instance = await self._start()
+                except StartError:
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                finally:
+                    self._refilling -= 1
+                delay = 0.5
+                self.warm.append(instance)
+            self._refill_wakeup = trio.Event()
+            with trio.move_on_after(5):  # also notices warm instances that died
+                await self._refill_wakeup.wait()
+
+    async def _start(self) -> Instance:
+        assert self._nursery is not None
+        instance = self._instance()
+        try:
+            await self._nursery.start(instance.run)
+        except StartError as exc:
+            self.last_error = exc.message
+            log.error("%s", exc.message)
+            raise
+        self.started_total += 1
+        self.state = "ready"
+        return instance
+
+    async def acquire(self) -> Instance:
+        """A ready instance: a warm one if there is one, else a cold start."""
+        while self.warm:
+            instance = self.warm.pop(0)
+            self._refill_wakeup.set()
+            if instance.alive:
+                return instance
+        return await self._start()
+
+    async def _reap_loop(self) -> None:
+        interval = max(0.05, min(10.0, self.idle_timeout / 4))
+        while True:
+            await trio.sleep(interval)
+            self.reap_idle(trio.current_time() - self.idle_timeout)
+
+    def reap_idle(self, cutoff: float) -> None:
+        """Stop instances unused since ``cutoff`` (the warm pool is kept)."""
+
+    def session_ended(self, session: Any) -> None:
+        """Only the session lifecycle keeps per-session state."""
+
+    async def _call_on(self, instance: Instance, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType,
+                       timeout: float | None) -> Raw:
+        assert instance.conn is not None
+        instance.last_used = trio.current_time()
+        limit = self.call_timeout if timeout is None else timeout
+        try:
+            return await instance.conn.call(method, params, timeout=limit)
+        finally:
+            instance.last_used = trio.current_time()
+
+
+class SessionBackend(PooledBackend):
+    """``lifecycle: session``: one instance per client session."""
+
+    lifecycle = "session"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.by_session: dict[str, Instance] = {}
+        self._starting: dict[str, trio.Lock] = {}
+
+    async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET, *,
+                   session: Any = None, timeout: float | None = None) -> Raw:
+        key = session.id if session is not None else ""
+        lock = self._starting.setdefault(key, trio.Lock())
+        async with lock:  # two first calls of one session must not start two instances
+            instance = self.by_session.get(key)
+            if instance is None or not instance.alive:
+                if instance is not None:
+                    self.restarts += 1
+                instance = await self.acquire()
+                if session is not None and getattr(session, "closed", False):
+                    instance.stop()
+                    raise UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, "session ended")
+                self.by_session[key] = instance
+        return await self._call_on(instance, method, params, timeout)
+
+    def session_ended(self, session: Any) -> None:
+        self._starting.pop(session.id, None)
+        instance = self.by_session.pop(session.id, None)
+        if instance is not None:
+            instance.stop()
+
+    def reap_idle(self, cutoff: float) -> None:
+        for key, instance in list(self.by_session.items()):
+            if not instance.alive or (instance.last_used < cutoff and not instance.conn.in_flight):  # type: ignore[union-attr]
+                log.info("%s: stopping the instance of an idle session", self.name)
+                instance.stop()
+                del self.by_session[key]
+
+
+class CallBackend(PooledBackend):
+    """``lifecycle: call``: a fresh instance for every call, stopped afterwards."""
+
+    lifecycle = "call"
+
+    async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET, *,
+                   session: Any = None, timeout: float | None = None) -> Raw:
+        instance = await self.acquire()
+        try:
+            return await self._call_on(instance, method, params, timeout)
+        finally:
+            instance.stop()
