@@ -72,7 +72,8 @@ async def test_call_lifecycle_with_warm_pool_serves_from_the_pool_and_refills() 
         async with Client(gw.url, mode="legacy") as client:
             await _pid(client)
             assert backend.started_total == started_before  # served by a warm instance, none cold-started
-            assert warm[0].ended.is_set()  # ... which was stopped after its call
+            with trio.fail_after(5):
+                await warm[0].ended.wait()  # ... which is stopped after its call
             with trio.fail_after(10):
                 while len(backend.warm) < 2:
                     await trio.sleep(0.02)
