@@ -236,7 +236,11 @@ class Target:
         """Parse and check ``url`` (loopback only)."""
         u = urlsplit(url)
         host = "127.0.0.1" if u.hostname == "localhost" else (u.hostname or "")
-        if u.scheme != "http" or not host or not ipaddress.ip_address(host).is_loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False  # a name other than localhost: never resolved, never contacted
+        if u.scheme != "http" or not loopback:
             raise SystemExit(f"refusing {url!r}: only http:// to a loopback address")
         port = u.port or 80
         params = msgspec.json.encode({"name": tool, "arguments": msgspec.json.decode(args)})

@@ -63,7 +63,11 @@ def main() -> None:
         import uvicorn
 
         uvicorn.run(
-            make_app(opts.json_response), host="127.0.0.1", port=opts.port, log_level="warning", access_log=False
+            make_app(opts.json_response),
+            host="127.0.0.1",
+            port=opts.port,
+            log_level="warning",
+            access_log=False,
         )
 
 

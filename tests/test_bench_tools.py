@@ -1,0 +1,154 @@
+"""The benchmark tools work: the fast upstream over real pipes, bench.load against the SDK's server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench import load, sdk_server
+from bench.load import Response
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Upstream:
+    """bench.fast_upstream as a child process, spoken to line by line."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        self.buf = b""
+
+    async def send(self, *messages: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        await self.proc.stdin.send_all(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+
+    async def receive(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while b"\n" not in self.buf:
+            chunk = await self.proc.stdout.receive_some()
+            assert chunk, "upstream closed stdout"
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+
+def request(id_: Any, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": method}
+    if params is not None:
+        msg["params"] = params
+    return msg
+
+
+async def test_fast_upstream_over_pipes() -> None:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "bench.fast_upstream"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
+    )
+    up = Upstream(proc)
+    try:
+        await _converse(up, proc)
+    finally:
+        proc.kill()
+
+
+async def _converse(up: Upstream, proc: trio.Process) -> None:
+    with trio.fail_after(10):
+        await up.send(
+            request(1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {}}),
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        )
+        init = await up.receive()
+        assert init["id"] == 1
+        assert init["result"]["protocolVersion"] == "2025-06-18"
+        assert init["result"]["capabilities"] == {"tools": {}}
+
+        await up.send(request("x", "initialize", {"protocolVersion": "1999-01-01"}))
+        assert (await up.receive())["result"]["protocolVersion"] == "2025-11-25"
+
+        await up.send(request("list", "tools/list"))
+        tools = {t["name"]: t for t in (await up.receive())["result"]["tools"]}
+        assert set(tools) == {"echo", "add"}
+        assert tools["echo"]["inputSchema"]["required"] == ["text"]
+        assert tools["add"]["inputSchema"]["properties"]["a"]["type"] == "number"
+
+        text = 'hé "quoted"\n'
+        await up.send(request(2, "tools/call", {"name": "echo", "arguments": {"text": text}}))
+        assert (await up.receive()) == {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "result": {"content": [{"type": "text", "text": text}], "isError": False},
+        }
+        await up.send(request(3, "tools/call", {"name": "add", "arguments": {"a": 2, "b": 0.5}}))
+        assert (await up.receive())["result"]["content"][0]["text"] == "2.5"
+
+        await up.send(request(4, "ping"), request(5, "resources/list"))
+        assert await up.receive() == {"jsonrpc": "2.0", "id": 4, "result": {}}
+        assert (await up.receive())["error"]["code"] == -32601
+        await up.send(request(6, "tools/call", {"name": "add", "arguments": {"a": "x"}}))
+        assert (await up.receive())["error"]["code"] == -32602
+
+        # A pipelined burst: every answer, in order, with its own id (small enough, ~30 KB of
+        # answers, to fit the pipe buffer while we are still writing).
+        await up.send(
+            *(
+                request(i, "tools/call", {"name": "echo", "arguments": {"text": str(i)}})
+                for i in range(100, 400)
+            )
+        )
+        for i in range(100, 400):
+            reply = await up.receive()
+            assert reply["id"] == i and reply["result"]["content"][0]["text"] == str(i)
+
+        assert proc.stdin is not None
+        await proc.stdin.aclose()  # EOF ends it
+        assert await proc.wait() == 0
+
+
+def test_find_reply_sse_and_json() -> None:
+    sse = (
+        b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{}}\r\n\r\n'
+        b'event: message\r\ndata: {"jsonrpc":"2.0","id":7,"result":{}}\r\n\r\n'
+    )
+    assert load.find_reply(Response(200, {b"content-type": b"text/event-stream"}, sse), 7).id == 7
+    js = Response(200, {b"content-type": b"application/json"}, b'{"jsonrpc":"2.0","id":8,"result":{}}')
+    for resp, want in ((js, 9), (Response(200, {b"content-type": b"text/event-stream"}, sse), 8)):
+        try:
+            load.find_reply(resp, want)
+        except load.LoadError as exc:
+            assert "id" in str(exc)
+        else:
+            raise AssertionError("a wrong id must be an error")
+
+
+async def test_load_cli_against_sdk_server(nursery: trio.Nursery, tmp_path: Path) -> None:
+    url = await nursery.start(sdk_server.serve)
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "bench.load", "--url", url, "--sessions", "2", "--inflight", "4"]
+    cmd += ["--duration", "1", "--warmup", "0.2", "--json", str(out)]
+    with trio.fail_after(20):
+        await trio.run_process(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    report = json.loads(out.read_text())
+    assert report["requests"] > 0 and report["errors"] == 0, report
+    assert report["mode"] == "call" and report["inflight"] == 4
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
+
+
+async def test_load_modes_in_process(nursery: trio.Nursery) -> None:
+    url = await nursery.start(sdk_server.serve)
+    with trio.fail_after(20):
+        target = load.Target.from_url(url, "add", '{"a": 1, "b": 2}', timeout=5)
+        for mode in ("list", "churn"):
+            report = await load.run_load(target, sessions=1, inflight=2, mode=mode, warmup=0, duration=0.4)
+            assert report["requests"] > 0 and report["errors"] == 0, report
+        assert report["iterations"] > 0
+        idle = await load.open_idle(target, 20, hold=0)
+        assert idle["opened"] == 20 and idle["errors"] == 0
+        # A tool that fails is an error, not a success.
+        bad = load.Target.from_url(url, "no_such_tool", "{}", timeout=5)
+        report = await load.run_load(bad, sessions=1, inflight=1, mode="call", warmup=0, duration=0.2)
+        assert report["requests"] == 0 and report["errors"] > 0
