@@ -136,6 +136,7 @@ class _Connection:
     async def _reader(self) -> None:
         limits = self.server.limits
         conn = self.h11
+        deadline: float | None = None  # a whole request must arrive within read_timeout of its first byte
         while True:
             try:
                 event = conn.next_event()
@@ -143,12 +144,17 @@ class _Connection:
                 await self._reject(exc.error_status_hint, f"Bad request: {exc}")
                 return
             if event is h11.NEED_DATA:
-                if conn.they_are_waiting_for_100_continue:
-                    pass  # we read the body anyway; clients proceed after their own timeout
-                idle = conn.their_state is h11.IDLE
-                if idle and self.server.draining:
-                    return
-                data = await self._receive(limits.idle_timeout if idle else limits.read_timeout)
+                idle = conn.their_state is h11.IDLE and not conn.trailing_data[0]
+                if idle:
+                    if self.server.draining:
+                        return
+                    deadline = None
+                    timeout = limits.idle_timeout
+                else:
+                    if deadline is None:
+                        deadline = trio.current_time() + limits.read_timeout
+                    timeout = deadline - trio.current_time()
+                data = await self._receive(timeout)
                 if data is None:
                     if not idle:
                         await self._reject(408, "Request timeout")
@@ -157,7 +163,9 @@ class _Connection:
                 if not data:
                     return
             elif type(event) is h11.Request:
-                request = await self._read_request(event)
+                request = await self._read_request(
+                    event, deadline or trio.current_time() + limits.read_timeout)
+                deadline = None
                 if request is None:
                     return
                 await self.requests_send.send(request)
@@ -171,18 +179,22 @@ class _Connection:
             else:  # pragma: no cover - h11 yields nothing else at this point
                 return
 
-    async def _read_request(self, head: h11.Request) -> Request | None:
+    async def _read_request(self, head: h11.Request, deadline: float) -> Request | None:
         limits = self.server.limits
         declared = None
+        header_size = len(head.target)
         for key, value in head.headers:
+            header_size += len(key) + len(value) + 4
             if key == b"content-length":
                 declared = int(value)
+        if header_size > limits.max_header:
+            await self._reject(431, f"Request header fields exceed the limit of {limits.max_header} bytes")
+            return None
         if declared is not None and declared > limits.max_body:
             await self._reject(413, f"Request body of {declared} bytes exceeds the limit of {limits.max_body}")
             return None
         chunks: list[bytes] = []
         size = 0
-        deadline = trio.current_time() + limits.read_timeout
         while True:
             event = self.h11.next_event()
             if event is h11.NEED_DATA:
