@@ -167,6 +167,9 @@ class ServerSupervisor:
                    *, session: object = None, timeout: float | None = None) -> Raw:
         """Call the server, waiting for it to be up; the whole call obeys ``timeout``."""
         limit = self.call_timeout if timeout is None else timeout
+        conn = self._conn
+        if conn is not None and not conn.closed.is_set():  # the common case: no wait, one scope less
+            return await conn.call(method, params, timeout=limit)
         with trio.move_on_after(limit) as scope:
             conn = await self.connection()
             return await conn.call(method, params, timeout=math.inf)
