@@ -11,7 +11,7 @@ import trio
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.helpers import HTTPClient, Running, config, running_gateway, sdk_server
+from tests.helpers import PY, HTTPClient, Running, config, running_gateway, sdk_server
 
 
 @pytest.fixture
@@ -110,3 +110,19 @@ async def test_client_disconnect_cancels_its_call_upstream(gw: Running) -> None:
             while conn.in_flight:
                 await trio.sleep(0.01)
         assert not gw.gateway.sessions.get(session).inflight  # type: ignore[union-attr]
+
+
+async def test_server_that_exits_during_initialize_is_reported_not_fatal() -> None:
+    cfg = config({"sdk": sdk_server(),
+                  "dies": {"command": PY, "args": ["-c", "import sys; sys.stderr.write('no luck'); sys.exit(1)"],
+                           "restart_backoff": "50ms"}})
+    async with running_gateway(cfg) as gw:
+        dies = gw.gateway.supervisors["dies"]
+        assert dies.state == "failed"
+        assert dies.last_error == "server 'dies' exited with status 1 while starting"
+        async with Client(gw.url, mode="legacy") as client:
+            assert (await client.call_tool("sdk__echo", {"text": "fine"})).content[0].text == "fine"
+        await trio.sleep(0.3)  # several restart attempts later the gateway is still up
+        assert dies.restarts >= 2
+        async with Client(gw.url, mode="legacy") as client:
+            assert (await client.call_tool("sdk__echo", {"text": "still"})).content[0].text == "still"

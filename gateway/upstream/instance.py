@@ -71,35 +71,38 @@ class Instance:
         self._scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[Instance] = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
+        failure: str | None = None
         try:
             with self._scope:
                 async with self._launcher.open() as channel, trio.open_nursery() as nursery:
                     conn = UpstreamConnection(self.name, channel, max_message=self._max_message,
                                               on_notification=self._on_notification)
                     await nursery.start(conn.run)
-                    with trio.fail_after(self._start_timeout):
-                        catalog = await initialize(conn)
-                        if self._fetch is not None:
-                            await self._fetch(conn, catalog)  # type: ignore[misc]
-                    self.conn, self.catalog = conn, catalog
-                    started = True
-                    task_status.started(self)
-                    await conn.closed.wait()
+                    # Errors are caught here, inside the nursery, so they do not leave it
+                    # wrapped in an ExceptionGroup.
+                    try:
+                        with trio.fail_after(self._start_timeout):
+                            catalog = await initialize(conn)
+                            if self._fetch is not None:
+                                await self._fetch(conn, catalog)  # type: ignore[misc]
+                    except trio.TooSlowError:
+                        failure = (f"server {self.name!r} did not finish starting and initialize within "
+                                   f"{self._start_timeout:g}s")
+                    except UpstreamGone as exc:  # its message names the server and the exit
+                        failure = f"{exc.message} while starting"
+                    except UpstreamError as exc:
+                        failure = f"server {self.name!r} failed to initialize: {exc.message}"
+                    if failure is None:
+                        self.conn, self.catalog = conn, catalog
+                        task_status.started(self)
+                        await conn.closed.wait()
                     nursery.cancel_scope.cancel()
-        except trio.TooSlowError:
-            raise StartError(f"server {self.name!r} did not finish starting and initialize within "
-                             f"{self._start_timeout:g}s") from None
         except LaunchError as exc:
-            raise StartError(str(exc)) from None
-        except UpstreamError as exc:
-            if started:
-                raise
-            raise StartError(f"server {self.name!r} failed to start: {exc.message}") from None
+            failure = str(exc)
         finally:
             self.ended.set()
-        if not started:
-            raise StartError(f"server {self.name!r} was stopped while starting")
+        if self.conn is None:
+            raise StartError(failure or f"server {self.name!r} was stopped while starting")
 
 
 class StartError(UpstreamGone):

@@ -19,7 +19,7 @@ log = logging.getLogger("mcp_gateway.upstream")
 # Passed through from the gateway's environment; everything else (tokens, cloud
 # credentials) stays out of upstream processes unless configured in `env`/`secrets`.
 _INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
-                  "TMPDIR", "TERM", "SYSTEMROOT", "VIRTUAL_ENV")
+                  "TMPDIR", "TERM", "SYSTEMROOT", "VIRTUAL_ENV", "PYTHONPATH")
 
 
 def process_env(env: Mapping[str, str]) -> dict[str, str]:

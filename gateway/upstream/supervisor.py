@@ -109,7 +109,7 @@ class ServerSupervisor:
                 first = False
                 self.restarts += 1
                 delay = self._backoff if healthy else min(delay * 2, self._backoff_max)
-                self.state = "backoff"
+                self.state = "backoff" if healthy else "failed"
                 log.info("%s: restarting in %.1fs", self.name, delay)
                 await trio.sleep(delay)
 
