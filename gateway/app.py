@@ -100,7 +100,11 @@ class Gateway:
         raise GatewayError(f"servers.{name}.url: remote (HTTP) upstream servers are not supported yet")
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start every server (in parallel), then serve; ``started`` with the bound port."""
+        """Start every server (in parallel), then serve; ``started`` with the bound port.
+
+        The port is bound first, so a taken address fails fast with a plain OSError.
+        """
+        await self.http.bind()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             async with trio.open_nursery() as starting:

@@ -44,6 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> None:
+        await gateway.http.bind()  # outside any nursery: a taken port is a plain OSError
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.run)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -56,7 +57,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 await gateway.shutdown()
             nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except OSError as exc:  # raised by the bind, before anything else starts
+        print(f"mcp-gateway: cannot listen on {gateway.host}:{gateway.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     log.info("stopped")
     return 0
 

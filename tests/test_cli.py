@@ -92,3 +92,14 @@ async def test_run_claude_desktop_config_then_sigterm_drains_in_flight_call(tmp_
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_run_on_a_taken_port_fails_fast_with_a_clear_message() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([*CLI, "run", "--config", str(ROOT / "config" / "example.yaml"), "--port", str(port)],
+                             capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "in use" in out.stderr

@@ -324,11 +324,19 @@ class HTTPServer:
         self._slots = trio.Semaphore(self.limits.max_connections)
         self.drain_hooks: list[Callable[[], None]] = []
         self.busy: set[_Connection] = set()
+        self._listeners: list[trio.SocketListener] | None = None
+
+    async def bind(self) -> int:
+        """Open the listening sockets (raises OSError, e.g. address in use); returns the port."""
+        if self._listeners is None:
+            self._listeners = await trio.open_tcp_listeners(self.port, host=self.host, backlog=4096)
+            self.port = self._listeners[0].socket.getsockname()[1]
+        return self.port
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled or shut down; ``started`` with the bound port."""
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host, backlog=4096)
-        self.port = listeners[0].socket.getsockname()[1]
+        await self.bind()
+        listeners, self._listeners = self._listeners or [], None
         async with trio.open_nursery() as nursery:
             self._connections_nursery = nursery
             nursery.start_soon(self._watchdog)
