@@ -54,6 +54,11 @@ class Gateway:
         self.host = host if host is not None else config.listen.host
         self.port = port if port is not None else config.listen.port
         self._launcher_factory = launcher_factory
+        self.sandbox: Any = None  # sandbox.gateway_bridge.SandboxRuntime, only with container servers
+        if launcher_factory is None and any(s.kind == "container" for s in config.servers.values()):
+            from sandbox.gateway_bridge import SandboxRuntime  # Docker only when configured
+
+            self.sandbox = SandboxRuntime(self.host, self.port)
         self.progress = ProgressTable()
         self.router = Router(self.progress)
         self.sessions = SessionManager(max_sessions=config.limits.max_sessions,
@@ -94,9 +99,8 @@ class Gateway:
         if kind == "process":
             return process_launcher(name, server)
         if kind == "container":
-            from sandbox.gateway_bridge import container_launcher  # Docker only when configured
-
-            return container_launcher(name, server, self.config)
+            launcher: Launcher = self.sandbox.launcher(name, server)
+            return launcher
         raise GatewayError(f"servers.{name}.url: remote (HTTP) upstream servers are not supported yet")
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -105,6 +109,15 @@ class Gateway:
         The port is bound first, so a taken address fails fast with a plain OSError.
         """
         await self.http.bind()
+        if self.sandbox is not None:
+            await self.sandbox.startup()
+        try:
+            await self._serve(task_status)
+        finally:
+            if self.sandbox is not None:
+                await self.sandbox.shutdown()
+
+    async def _serve(self, task_status: trio.TaskStatus[int]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             async with trio.open_nursery() as starting:

@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Any
 
 import trio
 
@@ -42,20 +41,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (GatewayError, ConfigError) as exc:
         print(f"mcp-gateway: {exc}", file=sys.stderr)
         return 2
+    if gateway.sandbox is not None:
+        log.info("sandbox: this run's containers carry instance %s, identity %s",
+                 gateway.sandbox.instance_id, gateway.sandbox.identity)
 
     async def main() -> None:
         await gateway.http.bind()  # outside any nursery: a taken port is a plain OSError
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway.run)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log.info("received %s", signal.Signals(signum).name)
-                    break
-            # A second signal during the drain stops at once.
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                nursery.start_soon(_cancel_on_signal, signals, nursery)
+
+            async def drain_then_stop() -> None:
                 await gateway.shutdown()
-            nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
+
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                draining = False
+                async for signum in signals:
+                    if not draining:
+                        log.info("received %s: draining (send it again to stop at once)",
+                                 signal.Signals(signum).name)
+                        draining = True
+                        nursery.start_soon(drain_then_stop)
+                    else:
+                        log.warning("received %s again: stopping now", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
 
     try:
         trio.run(main)
@@ -65,12 +74,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     log.info("stopped")
     return 0
-
-
-async def _cancel_on_signal(signals: Any, nursery: trio.Nursery) -> None:
-    async for _ in signals:
-        nursery.cancel_scope.cancel()
-        return
 
 
 def _preflight(config: GatewayConfig) -> None:

@@ -1,0 +1,107 @@
+"""How the gateway uses the sandbox: one :class:`SandboxRuntime` per gateway run.
+
+It owns the run's instance id, the Docker client and the thread limiter every
+blocking Docker call goes through; it turns a server's config into a hardened
+:class:`ContainerLauncher`, sweeps leftovers of an earlier crashed run at start
+and removes this run's containers at shutdown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+
+import trio
+
+from gateway.config import ServerConfig, resolve_secret
+from sandbox.engine import Engine, new_instance_id, shared_client
+from sandbox.launcher import ContainerLauncher
+from sandbox.profile import SandboxSpec
+
+log = logging.getLogger("mcp_gateway.sandbox")
+
+#: Which gateway a container belongs to. Two gateways on one engine never sweep each
+#: other's containers: a run removes leftovers of its own identity only.
+IDENTITY_LABEL = "mcp-gateway.identity"
+
+
+class SandboxUnavailable(Exception):
+    """Container servers are configured but Docker cannot run them (the message says how to fix it)."""
+
+
+def default_identity(host: str, port: int) -> str:
+    """Stable across restarts of the same gateway: host name + listen address (or $MCP_GATEWAY_ID).
+
+    Port 0 (an ephemeral port, as in tests) cannot be restarted as the same gateway,
+    so such a run gets an identity of its own and sweeps nothing.
+    """
+    explicit = os.environ.get("MCP_GATEWAY_ID")
+    if explicit:
+        return explicit
+    if port == 0:
+        return f"ephemeral-{new_instance_id()}"
+    key = f"{socket.gethostname()}|{host}:{port}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def sandbox_spec(name: str, server: ServerConfig, identity: str) -> SandboxSpec:
+    """A server's sandbox settings; secrets are resolved now and only ever go to the container env."""
+    secrets = {
+        key: resolve_secret(ref, where=f"servers.{name}.secrets.{key}") for key, ref in server.secrets.items()
+    }
+    return SandboxSpec(
+        image=server.image or "",
+        command=server.argv() or None,
+        env=dict(server.env),
+        secrets_env=secrets,
+        memory=server.limits.memory,
+        cpus=server.limits.cpus,
+        pids=server.limits.pids,
+        network=server.network,
+        mounts=[(m.source, m.target, m.rw) for m in server.mounts],
+        user=server.user,
+        allow_root=server.allow_root,
+        read_only=server.read_only,
+        tmpfs_size=server.tmpfs_size,
+        cap_add=list(server.cap_add),
+        labels={IDENTITY_LABEL: identity},
+    )
+
+
+class SandboxRuntime:
+    """Docker state of one gateway run."""
+
+    def __init__(self, host: str, port: int, *, identity: str | None = None, max_threads: int = 16) -> None:
+        self.instance_id = new_instance_id()
+        self.identity = identity or default_identity(host, port)
+        self.limiter = trio.CapacityLimiter(max_threads)
+        self.engine = Engine(shared_client, self.limiter)
+
+    def launcher(self, name: str, server: ServerConfig) -> ContainerLauncher:
+        return ContainerLauncher(
+            name,
+            sandbox_spec(name, server, self.identity),
+            shared_client,
+            self.limiter,
+            instance_id=self.instance_id,
+        )
+
+    async def startup(self) -> None:
+        """Check the engine (fail fast, with the fix) and remove leftovers of earlier runs."""
+        status = await self.engine.check()
+        if not status.reachable:
+            raise SandboxUnavailable(f"container servers are configured but {status.error}")
+        removed = await self.engine.remove_orphans(self.instance_id, labels={IDENTITY_LABEL: self.identity})
+        if removed:
+            log.warning(
+                "removed %d container(s) left by an earlier run: %s", len(removed), ", ".join(removed)
+            )
+
+    async def shutdown(self) -> None:
+        """Remove every container of this run that is still there (bounded, survives cancellation)."""
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            removed = await self.engine.remove_own(self.instance_id)
+            if removed:
+                log.info("removed %d container(s) at shutdown", len(removed))
