@@ -27,7 +27,8 @@ BOX = {"image": ECHO_IMAGE, "command": ["python3", "-m", "probe_server"]}
 
 def _containers(client: docker.DockerClient, gateway: object) -> list[docker.models.containers.Container]:
     instance = gateway.sandbox.instance_id  # type: ignore[attr-defined]
-    return client.containers.list(all=True, filters={"label": f"io.mcp-gateway.instance={instance}"})
+    return client.containers.list(all=True, ignore_removed=True,
+                                  filters={"label": f"io.mcp-gateway.instance={instance}"})
 
 
 async def _probe(client: Client, tool: str = "box__probe") -> dict:

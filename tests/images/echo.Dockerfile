@@ -15,4 +15,4 @@ USER 65534:65534
 # `python3 -m probe_server` also serves as the echo server (it has an `echo` tool).
 CMD ["python3", "-m", "probe_server"]
 ARG CONTENT_HASH=unknown
-LABEL io.mcp-gateway.test-image="1" io.mcp-gateway.test-hash="${CONTENT_HASH}"
+LABEL mcp-gateway-test.image="1" mcp-gateway-test.hash="${CONTENT_HASH}"

@@ -2,4 +2,4 @@
 FROM mcp-gateway-test/echo:1
 CMD ["python3", "-m", "mcp_server_time"]
 ARG CONTENT_HASH=unknown
-LABEL io.mcp-gateway.test-image="1" io.mcp-gateway.test-hash="${CONTENT_HASH}"
+LABEL mcp-gateway-test.image="1" mcp-gateway-test.hash="${CONTENT_HASH}"

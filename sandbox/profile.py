@@ -1,0 +1,178 @@
+"""The hardening profile: a server's sandbox settings -> Docker SDK ``containers.create`` kwargs.
+
+Pure functions, no Docker calls. Everything is locked down by default and each setting is loosened
+only by an explicit field of :class:`SandboxSpec`:
+
+======================  ==========================================  ================================
+setting                 default                                     loosened by
+======================  ==========================================  ================================
+root filesystem         read-only                                   ``read_only=False``
+/tmp                    tmpfs ``rw,noexec,nosuid,nodev,size=64m``   ``tmpfs_size``
+privileges              ``no-new-privileges``, default seccomp      (never loosened)
+capabilities            all dropped                                 ``cap_add``
+user                    ``65534:65534`` (nobody); uid 0 refused     ``user`` (+ ``allow_root``)
+memory                  256 MiB, no swap                            ``memory``
+CPU                     1 CPU                                       ``cpus``
+processes               128 pids                                    ``pids``
+network                 ``none``                                    ``network`` (``host``, a name)
+host mounts             none; read-only unless ``rw``               ``mounts``
+init                    Docker's init (reaps zombies, forwards      (always on)
+                        signals)
+logs                    not kept by Docker (stderr goes to the      (always)
+                        gateway's log)
+======================  ==========================================  ================================
+
+Secrets (``secrets_env``) go into the container's environment only: never argv, never a label,
+never ``repr``; :func:`redact` makes kwargs safe to log.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from docker.types import LogConfig, Mount
+
+MANAGED_LABEL = "io.mcp-gateway.managed"
+INSTANCE_LABEL = "io.mcp-gateway.instance"
+SERVER_LABEL = "io.mcp-gateway.server"
+_OUR_LABEL_PREFIX = "io.mcp-gateway."
+
+MIB = 1024 * 1024
+#: Docker refuses memory limits below 6 MiB.
+_MIN_MEMORY = 6 * MIB
+_ROOT_USERS = {"0", "root"}
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+
+
+class SandboxConfigError(ValueError):
+    """A sandbox setting is invalid or unsafe without an explicit opt-in."""
+
+
+class BindMount(NamedTuple):
+    """A host path mounted into the container; read-only unless ``rw``. A plain
+    ``(source, target, rw)`` tuple works too."""
+
+    source: str
+    target: str
+    rw: bool = False
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """How to run one server's container. Defaults are the hardened profile."""
+
+    image: str
+    #: The container's command (Docker's ``Cmd``); ``None`` keeps the image's default.
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    #: Already-resolved secret values: container env only. Kept out of repr so they are never logged.
+    secrets_env: dict[str, str] = field(default_factory=dict, repr=False)
+    memory: int = 256 * MIB
+    cpus: float = 1.0
+    pids: int = 128
+    network: str = "none"
+    mounts: Sequence[BindMount | tuple[str, str, bool]] = ()
+    user: str = "65534:65534"
+    allow_root: bool = False
+    read_only: bool = True
+    tmpfs_size: int = 64 * MIB
+    cap_add: Sequence[str] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _check(spec: SandboxSpec) -> None:
+    if not spec.image:
+        raise SandboxConfigError("image: must not be empty")
+    if spec.memory < _MIN_MEMORY:
+        raise SandboxConfigError(f"limits.memory: {spec.memory} bytes is below Docker's minimum of 6 MiB")
+    if not spec.cpus > 0:
+        raise SandboxConfigError(f"limits.cpus: must be > 0, got {spec.cpus}")
+    if spec.pids < 1:
+        raise SandboxConfigError(f"limits.pids: must be >= 1, got {spec.pids}")
+    if spec.tmpfs_size < MIB:
+        raise SandboxConfigError(f"tmpfs_size: must be at least 1 MiB, got {spec.tmpfs_size}")
+    if not spec.network:
+        raise SandboxConfigError("network: must not be empty (use 'none')")
+    user = spec.user.split(":", 1)[0].strip()
+    # An empty user means "whatever the image says", which is often root.
+    if (not user or user in _ROOT_USERS) and not spec.allow_root:
+        raise SandboxConfigError(
+            f"user: {spec.user!r} runs as root (or as the image's user); set a non-root uid:gid "
+            "such as '65534:65534', or allow_root: true to accept the risk"
+        )
+    for i, m in enumerate(map(BindMount._make, spec.mounts)):
+        if not (m.source.startswith("/") and m.target.startswith("/")):
+            raise SandboxConfigError(f"mounts[{i}]: source and target must be absolute paths")
+    for cap in spec.cap_add:
+        if not re.fullmatch(r"[A-Z_]+", cap.removeprefix("CAP_")):
+            raise SandboxConfigError(f"cap_add: {cap!r} is not a capability name")
+    overlap = spec.env.keys() & spec.secrets_env.keys()
+    if overlap:
+        raise SandboxConfigError(f"env and secrets both set {sorted(overlap)}")
+
+
+def container_name(server: str) -> str:
+    """A unique, Docker-valid container name that shows which server it runs."""
+    safe = _NAME_UNSAFE.sub("-", server).strip("-.") or "server"
+    return f"mcp-gw-{safe[:40]}-{uuid.uuid4().hex[:10]}"
+
+
+def container_kwargs(server: str, spec: SandboxSpec, instance_id: str) -> dict[str, Any]:
+    """Return the kwargs for ``client.containers.create(**kwargs)`` that run ``spec`` hardened.
+
+    Raises :class:`SandboxConfigError` for invalid or unsafe settings. The result holds secret
+    values in ``environment``: log it only through :func:`redact`.
+    """
+    _check(spec)
+    labels = {k: v for k, v in spec.labels.items() if not k.startswith(_OUR_LABEL_PREFIX)}
+    # Ours last and never overridable: orphan cleanup trusts them.
+    labels |= {MANAGED_LABEL: "1", INSTANCE_LABEL: instance_id, SERVER_LABEL: server}
+    return {
+        "image": spec.image,
+        "command": list(spec.command) if spec.command is not None else None,
+        "name": container_name(server),
+        "environment": {**spec.env, **spec.secrets_env},
+        "labels": labels,
+        "user": spec.user,
+        # I/O: stdin kept open, no TTY (a TTY would mangle bytes and merge stderr into stdout).
+        # detach=False makes the SDK set StdinOnce (as `docker run -i` does): when our attach
+        # connection closes its write side, or drops because the gateway died, the server's stdin
+        # gets EOF and an MCP stdio server exits on its own. create() itself never blocks.
+        "stdin_open": True,
+        "tty": False,
+        "detach": False,
+        # We remove containers ourselves, after reading how they exited (OOM or not).
+        "auto_remove": False,
+        "read_only": spec.read_only,
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmpfs_size}"},
+        # Docker's default seccomp profile stays on: we never pass seccomp=unconfined.
+        "security_opt": ["no-new-privileges:true"],
+        "cap_drop": ["ALL"],
+        "cap_add": list(spec.cap_add),
+        "mem_limit": spec.memory,
+        "memswap_limit": spec.memory,  # equal to mem_limit: no swap
+        "nano_cpus": int(spec.cpus * 1e9),
+        "pids_limit": spec.pids,
+        "network_mode": spec.network,
+        "mounts": [
+            Mount(m.target, m.source, type="bind", read_only=not m.rw)
+            for m in map(BindMount._make, spec.mounts)
+        ],
+        "init": True,
+        # Docker would otherwise copy every byte of stdout/stderr to an unbounded json log on the
+        # host's disk: a chatty (or hostile) server could fill it, and it costs throughput.
+        "log_config": LogConfig(type=LogConfig.types.NONE),
+    }
+
+
+def redact(kwargs: dict[str, Any], spec: SandboxSpec) -> dict[str, Any]:
+    """A copy of ``kwargs`` whose secret env values read ``***``: safe to log or print."""
+    out = dict(kwargs)
+    out["environment"] = {
+        k: ("***" if k in spec.secrets_env else v) for k, v in kwargs.get("environment", {}).items()
+    }
+    return out
