@@ -192,3 +192,14 @@ async def test_orphans_of_a_killed_gateway_are_removed_at_next_start(
         with trio.fail_after(30):
             await second.wait()
     assert managed() == []  # and its own removed at shutdown
+
+
+async def test_container_that_never_answers_is_reported_after_start_timeout() -> None:
+    mute = {"image": ECHO_IMAGE, "command": ["python3", "-c", "import time; time.sleep(3600)"],
+            "start_timeout": "1500ms", "restart_backoff": "10s"}
+    async with running_gateway(config({"mute": mute, "box": BOX})) as gw:
+        backend = gw.gateway.supervisors["mute"]
+        assert backend.state == "failed"
+        assert backend.last_error == "server 'mute' did not finish starting and initialize within 1.5s"
+        async with Client(gw.url, mode="legacy") as client:  # the other server is unaffected
+            assert (await client.call_tool("box__echo", {"text": "ok"})).content[0].text == "ok"
