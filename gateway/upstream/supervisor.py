@@ -108,10 +108,13 @@ class ServerSupervisor:
                 healthy = await self._lifetime(task_status if first else None)
                 first = False
                 self.restarts += 1
-                delay = self._backoff if healthy else min(delay * 2, self._backoff_max)
+                if healthy:
+                    delay = self._backoff  # it ran: the next failure streak starts over
                 self.state = "backoff" if healthy else "failed"
                 log.info("%s: restarting in %.1fs", self.name, delay)
                 await trio.sleep(delay)
+                if not healthy:
+                    delay = min(delay * 2, self._backoff_max)
 
     async def _lifetime(self, task_status: trio.TaskStatus[None] | None) -> bool:
         """Start, initialize and serve one instance; True if it became ready."""
