@@ -22,11 +22,12 @@ run: install
 test-env:
 	scripts/test-env
 
-test: install test-env
+test: install test-env lint
 	$(VENV)/bin/python -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check gateway sandbox admin bench tests
+	$(VENV)/bin/mypy gateway sandbox
 
 bench: install test-env
 	bench/run

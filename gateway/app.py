@@ -170,8 +170,8 @@ class Gateway:
                             session.push(data)
         elif method == "notifications/message":
             params = _decode_any(msg.params)
-            level = params.get("level", "info") if isinstance(params, dict) else "info"
-            log.log(_LOG_LEVELS.get(level, logging.INFO), "[%s] %s", server,
+            level = params.get("level") if isinstance(params, dict) else None
+            log.log(_LOG_LEVELS.get(str(level), logging.INFO), "[%s] %s", server,
                     params.get("data") if isinstance(params, dict) else params)
         else:
             log.debug("%s: notification %s not forwarded", server, method)

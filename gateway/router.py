@@ -265,7 +265,7 @@ class Router:
 
 
 def _id(msg: Message) -> jsonrpc.RequestId | None:
-    return None if msg.id is UNSET else msg.id  # type: ignore[return-value]
+    return None if msg.id is UNSET else msg.id
 
 
 def _opt_str(params: dict[str, Raw], key: str, msg: Message) -> str | None:

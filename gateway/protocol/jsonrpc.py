@@ -14,7 +14,9 @@ from __future__ import annotations
 from typing import Final, Literal
 
 import msgspec
-from msgspec import UNSET, Raw, UnsetType
+from msgspec import UNSET as UNSET
+from msgspec import Raw
+from msgspec import UnsetType as UnsetType
 
 RequestId = int | str
 
@@ -107,7 +109,7 @@ def _check_shape(msg: Message) -> None:
                                 _id_or_none(msg))
         if msg.id is None:
             raise ProtocolError(INVALID_REQUEST, "Invalid request: id must be a string or an integer")
-        if msg.params is not UNSET and memoryview(msg.params)[:1] != b"{":
+        if msg.params is not UNSET and bytes(memoryview(msg.params)[:1]) != b"{":
             raise ProtocolError(INVALID_REQUEST, "Invalid request: params must be an object",
                                 _id_or_none(msg))
         return

@@ -22,7 +22,7 @@ class Channel(Protocol):
     async def send_all(self, data: bytes) -> None:
         """Write bytes to the server's stdin. Raises trio.BrokenResourceError once it is gone."""
 
-    async def receive_some(self) -> bytes:
+    async def receive_some(self) -> bytes | bytearray:
         """Return the next chunk of the server's stdout; ``b""`` at end of stream.
 
         Implementations route stderr to the gateway log themselves (prefixed with

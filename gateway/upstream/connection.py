@@ -171,7 +171,7 @@ class UpstreamConnection:
 
     async def _reader(self) -> str:
         """Split stdout into lines and dispatch them; return why the stream ended."""
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray] = []
         buffered = 0
         while True:
             try:

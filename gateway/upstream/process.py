@@ -58,7 +58,7 @@ class ProcessChannel:
     async def send_all(self, data: bytes) -> None:
         await self._stdin.send_all(data)
 
-    async def receive_some(self) -> bytes:
+    async def receive_some(self) -> bytes | bytearray:
         return await self._stdout.receive_some(65536)
 
     async def wait(self) -> str:
