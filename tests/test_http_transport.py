@@ -239,3 +239,27 @@ async def test_get_stream_delivers_list_changed(gw: Running) -> None:
                 data += await stream.receive_some(4096)
         event = [line for line in data.decode().splitlines() if line.startswith("data:")][0]
         assert json.loads(event[5:])["method"] == "notifications/tools/list_changed"
+
+
+async def test_tools_list_pages_with_gateway_cursors() -> None:
+    async with running_gateway(config({"sdk": sdk_server()}), page_size=3) as gw, \
+            HTTPClient.connect(gw.port) as http:
+        session = await http.initialize()
+        names: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            params = {"cursor": cursor} if cursor else {}
+            reply = (await http.post("/mcp", {"jsonrpc": "2.0", "id": pages, "method": "tools/list",
+                                              "params": params}, session)).json()["result"]
+            assert len(reply["tools"]) <= 3
+            names += [t["name"] for t in reply["tools"]]
+            pages += 1
+            cursor = reply.get("nextCursor")
+            if cursor is None:
+                break
+        assert pages >= 3 and len(names) == len(set(names))
+        assert {"sdk__add", "sdk__echo", "sdk__slow", "sdk__grow"} <= set(names)
+        bad = await http.post("/mcp", {"jsonrpc": "2.0", "id": 99, "method": "tools/list",
+                                       "params": {"cursor": "not-a-cursor"}}, session)
+        assert bad.json()["error"]["code"] == -32602
