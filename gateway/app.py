@@ -90,7 +90,8 @@ class Gateway:
                 on_change=self._catalog_changed, on_notification=self._upstream_notification)
         cls = SessionBackend if server.lifecycle == "session" else CallBackend
         return cls(name, launcher, pool=server.pool, idle_timeout=server.idle_timeout, start_timeout=start,
-                   call_timeout=call, max_message=max_message, on_notification=self._upstream_notification)
+                   call_timeout=call, max_message=max_message, max_instances=server.max_instances,
+                   on_change=self._catalog_changed, on_notification=self._upstream_notification)
 
     def _launcher(self, name: str, server: ServerConfig) -> Launcher:
         if self._launcher_factory is not None:
@@ -161,10 +162,13 @@ class Gateway:
         elif method == "notifications/resources/updated":
             params = jsonrpc.decode_params(msg)
             uri_raw = params.get("uri")
-            uri = msgspec.json.decode(uri_raw) if uri_raw is not None else None
+            uri = _decode_any(uri_raw) if uri_raw is not None else None
+            if not isinstance(uri, str):
+                return
             data = jsonrpc.encode(msg)
             for route in self.routes.values():
-                if server in route.servers:
+                # only the server that owns the URI may announce its updates
+                if server in route.servers and route.catalog.server_for_uri(uri) in (server, None):
                     for session in route.sessions:
                         if session.subscriptions and uri in session.subscriptions:
                             session.push(data)

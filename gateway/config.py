@@ -221,6 +221,7 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     secrets: dict[str, str] = {}
     lifecycle: Literal["shared", "session", "call"] = "shared"
     pool: Annotated[int, msgspec.Meta(ge=0)] = 0
+    max_instances: PositiveInt = 64  # session/call lifecycles: most instances at once, warm pool included
     idle_timeout: PositiveDuration = 300.0
     start_timeout: PositiveDuration | None = None  # None: timeouts.start
     call_timeout: PositiveDuration | None = None  # None: timeouts.call
@@ -775,7 +776,7 @@ def describe(config: GatewayConfig) -> str:
         c = s.limits
         root = s.user.split(":")[0] in ("0", "root")
         lines += [
-            f"    lifecycle: {s.lifecycle}, pool {s.pool}",
+            f"    lifecycle: {s.lifecycle}, pool {s.pool}, max instances {s.max_instances}",
             f"    user: {s.user}{' (ROOT)' if root else ''}",
             f"    read-only root filesystem: {'yes' if s.read_only else 'NO'}",
             f"    tmpfs: {fs(s.tmpfs_size)}",

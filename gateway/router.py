@@ -217,7 +217,7 @@ class Router:
     async def _complete(self, route: Route, session: Session, msg: Message) -> Raw:
         params = jsonrpc.decode_params(msg)
         ref_raw = params.get("ref")
-        ref = _meta_decoder.decode(ref_raw) if ref_raw is not None else {}
+        ref = _object(ref_raw, "ref", msg) if ref_raw is not None else {}
         kind = entry_str(ref, "type")
         if kind == "ref/prompt":
             name = entry_str(ref, "name") or ""
@@ -248,7 +248,7 @@ class Router:
         token: str | None = None
         meta_raw = params.get("_meta")
         if meta_raw is not None:
-            meta = _meta_decoder.decode(meta_raw)
+            meta = _object(meta_raw, "_meta", None)
             client_token = meta.get("progressToken")
             if client_token is not None:
                 if emit is None:
@@ -266,6 +266,15 @@ class Router:
 
 def _id(msg: Message) -> jsonrpc.RequestId | None:
     return None if msg.id is UNSET else msg.id
+
+
+def _object(value: Raw, key: str, msg: Message | None) -> dict[str, Raw]:
+    """A params member that must be a JSON object, its members left raw."""
+    try:
+        return _meta_decoder.decode(value)
+    except msgspec.DecodeError:
+        raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be an object",
+                            None if msg is None else _id(msg)) from None
 
 
 def _opt_str(params: dict[str, Raw], key: str, msg: Message) -> str | None:

@@ -6,11 +6,15 @@ logic quick to test here.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import trio
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from gateway.upstream.lifecycle import CallBackend, SessionBackend
-from tests.helpers import HTTPClient, config, running_gateway, sdk_server
+from tests.helpers import PY, SDK_SERVER, HTTPClient, config, running_gateway, sdk_server
 
 
 async def _pid(client: Client) -> int:
@@ -79,3 +83,36 @@ async def test_call_lifecycle_with_warm_pool_serves_from_the_pool_and_refills() 
                     await trio.sleep(0.02)
             assert backend.started_total == started_before + 1  # the pool refilled
             assert warm[1] in backend.warm
+
+
+async def test_max_instances_bounds_cold_starts() -> None:
+    cfg = config({"sdk": sdk_server(lifecycle="session", max_instances=1, call_timeout="1s")})
+    async with running_gateway(cfg) as gw:
+        async with Client(gw.url, mode="legacy") as first, Client(gw.url, mode="legacy") as second:
+            await _pid(first)  # holds the only instance
+            with pytest.raises(MCPError) as info:
+                await _pid(second)
+            assert "limit of 1 instances" in info.value.error.message
+        # the first session ended, its instance stopped: a new session gets one
+        async with Client(gw.url, mode="legacy") as third:
+            await _pid(third)
+
+
+async def test_catalog_is_fetched_once_a_start_succeeds(tmp_path: Path) -> None:
+    marker = tmp_path / "first-start-done"
+    flaky = ("import os, runpy, sys\n"
+             f"marker = {str(marker)!r}\n"
+             "if not os.path.exists(marker):\n"
+             "    open(marker, 'w').close()\n"
+             "    sys.exit(1)  # the first start fails\n"
+             f"sys.argv = ['sdk_server', 'sdk']\nrunpy.run_path({SDK_SERVER!r}, run_name='__main__')\n")
+    cfg = config({"sdk": {"command": PY, "args": ["-c", flaky], "lifecycle": "call"}})
+    async with running_gateway(cfg) as gw:
+        backend = gw.gateway.supervisors["sdk"]
+        assert backend.catalog is None and backend.state == "failed"
+        with trio.fail_after(10):
+            while backend.catalog is None:
+                await trio.sleep(0.05)
+        async with Client(gw.url, mode="legacy") as client:
+            assert "sdk__echo" in {t.name for t in (await client.list_tools()).tools}
+            assert (await client.call_tool("sdk__echo", {"text": "late"})).content[0].text == "late"

@@ -20,6 +20,7 @@ import trio
 log = logging.getLogger("mcp_gateway.http")
 
 Headers = list[tuple[bytes, bytes]]
+_LINGER = 2.0  # seconds a rejected connection is drained before it is closed
 
 
 @dataclass(slots=True)
@@ -141,7 +142,7 @@ class _Connection:
 
     async def _receive(self, timeout: float) -> bytes | None:
         """Bytes from the socket; None on timeout."""
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(max(0.0, timeout)):
             try:
                 return await self.stream.receive_some(65536)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -207,10 +208,17 @@ class _Connection:
         if declared is not None and declared > limits.max_body:
             await self._reject(413, f"Request body of {declared} bytes exceeds the limit of {limits.max_body}")
             return None
+        if self.h11.they_are_waiting_for_100_continue:
+            # The size is acceptable: let the client send the body now instead of after its timeout.
+            await self.stream.send_all(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
         chunks: list[bytes] = []
         size = 0
         while True:
-            event = self.h11.next_event()
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:  # e.g. a malformed chunk header
+                await self._reject(exc.error_status_hint, f"Bad request: {exc}")
+                return None
             if event is h11.NEED_DATA:
                 data = await self._receive(deadline - trio.current_time())
                 if data is None:
@@ -246,8 +254,12 @@ class _Connection:
                     return False  # the peer is gone mid-response
                 except Exception:
                     log.exception("handler failed for %s %s", request.method.decode(), request.path)
-                    if not responder.started:
+                    if responder.started:
+                        return False
+                    try:
                         await responder.send(500, [(b"content-type", b"text/plain")], b"Internal error\n")
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+                        return False
         finally:
             self.request_scope = None
             self.busy_since = None
@@ -302,9 +314,15 @@ class _Connection:
             out += self.h11.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             return
-        with trio.move_on_after(5):
+        with trio.move_on_after(_LINGER):
             try:
                 await self.stream.send_all(out)
+                # Lingering close: discard what the client is still sending (e.g. the rest of
+                # a too-large body) before closing, or the kernel answers it with a reset and
+                # the client never reads our status. Bounded by time; nothing is buffered.
+                await self.stream.send_eof()
+                while await self.stream.receive_some(65536):
+                    pass
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
@@ -379,6 +397,10 @@ class HTTPServer:
         self.connections.add(connection)
         try:
             await connection.serve()
+        except Exception:
+            # A bug reached by one connection must not take the server (and every other
+            # client) down: log it and drop that connection only.
+            log.exception("connection failed")
         finally:
             self.connections.discard(connection)
             self._slots.release()

@@ -95,6 +95,7 @@ class UpstreamConnection:
             if self.close_reason is None:
                 self.close_reason = f"server {self.name!r} connection closed"
             self._fail_all(self.close_reason)
+            self._outbox.close()  # callers blocked on a full outbox fail now instead of hanging
             self.closed.set()
 
     async def call(self, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET,
@@ -112,17 +113,23 @@ class UpstreamConnection:
         self._pending[upstream_id] = waiter
         if len(self._pending) > self.in_flight_peak:
             self.in_flight_peak = len(self._pending)
-        completed = False
+        completed = sent = False
         try:
-            await self._send.send(jsonrpc.encode(jsonrpc.request(upstream_id, method, params)))
+            # The deadline covers queueing too: a server that stops reading its stdin fills
+            # the outbox, and callers must then time out rather than wait forever.
             with trio.move_on_after(timeout) as scope:
+                try:
+                    await self._send.send(jsonrpc.encode(jsonrpc.request(upstream_id, method, params)))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running") from None
+                sent = True
                 await waiter.event.wait()
             if scope.cancelled_caught:
                 raise UpstreamError(jsonrpc.REQUEST_TIMEOUT,
                                     f"server {self.name!r} did not answer {method} within {timeout:g}s")
             completed = True
         finally:
-            if not completed and self._pending.pop(upstream_id, None) is not None:
+            if not completed and self._pending.pop(upstream_id, None) is not None and sent:
                 self._notify_nowait("notifications/cancelled",
                                     {"requestId": jsonrpc.raw(upstream_id),
                                      "reason": jsonrpc.raw("cancelled by the gateway")})
@@ -231,7 +238,10 @@ class UpstreamConnection:
             waiter.event.set()
         elif msg.is_notification:
             if self._on_notification is not None:
-                self._on_notification(msg)
+                try:
+                    self._on_notification(msg)
+                except Exception:  # a hostile or buggy notification must not end the connection
+                    log.exception("%s: handling notification %s failed", self.name, msg.method)
         else:
             self._answer_server_request(msg)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
+import msgspec
 import trio
 
 from ..protocol import jsonrpc
@@ -26,7 +28,12 @@ async def initialize(conn: UpstreamConnection) -> ServerCatalog:
         "capabilities": jsonrpc.RAW_EMPTY_OBJECT,
         "clientInfo": jsonrpc.raw(CLIENT_INFO),
     }
-    result = decode_object(await conn.call("initialize", params))
+    raw = await conn.call("initialize", params)
+    try:
+        result = decode_object(raw)
+    except msgspec.DecodeError as exc:  # upstream output is untrusted
+        raise UpstreamError(jsonrpc.INTERNAL_ERROR,
+                            f"server {conn.name!r} sent an invalid initialize result: {exc}") from None
     await conn.notify("notifications/initialized")
     caps = result.get("capabilities")
     info = result.get("serverInfo")
@@ -72,8 +79,11 @@ class Instance:
 
     async def run(self, *, task_status: trio.TaskStatus[Instance] = trio.TASK_STATUS_IGNORED) -> None:
         failure: str | None = None
+        # The start deadline covers launching (process spawn, container create and start)
+        # as well as initialize and the catalog; it is lifted once the instance is ready.
+        starting = trio.CancelScope(deadline=trio.current_time() + self._start_timeout)
         try:
-            with self._scope:
+            with self._scope, starting:
                 async with self._launcher.open() as channel, trio.open_nursery() as nursery:
                     conn = UpstreamConnection(self.name, channel, max_message=self._max_message,
                                               on_notification=self._on_notification)
@@ -81,18 +91,15 @@ class Instance:
                     # Errors are caught here, inside the nursery, so they do not leave it
                     # wrapped in an ExceptionGroup.
                     try:
-                        with trio.fail_after(self._start_timeout):
-                            catalog = await initialize(conn)
-                            if self._fetch is not None:
-                                await self._fetch(conn, catalog)  # type: ignore[misc]
-                    except trio.TooSlowError:
-                        failure = (f"server {self.name!r} did not finish starting and initialize within "
-                                   f"{self._start_timeout:g}s")
+                        catalog = await initialize(conn)
+                        if self._fetch is not None:
+                            await self._fetch(conn, catalog)  # type: ignore[misc]
                     except UpstreamGone as exc:  # its message names the server and the exit
                         failure = f"{exc.message} while starting"
                     except UpstreamError as exc:
                         failure = f"server {self.name!r} failed to initialize: {exc.message}"
                     if failure is None:
+                        starting.deadline = math.inf
                         self.conn, self.catalog = conn, catalog
                         task_status.started(self)
                         await conn.closed.wait()
@@ -102,6 +109,9 @@ class Instance:
         finally:
             self.ended.set()
         if self.conn is None:
+            if failure is None and starting.cancelled_caught:
+                failure = (f"server {self.name!r} did not finish starting and initialize within "
+                           f"{self._start_timeout:g}s")
             raise StartError(failure or f"server {self.name!r} was stopped while starting")
 
 

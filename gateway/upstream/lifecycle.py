@@ -34,7 +34,8 @@ class PooledBackend:
     lifecycle = "pool"
 
     def __init__(self, name: str, launcher: Launcher, *, pool: int, idle_timeout: float, start_timeout: float,
-                 call_timeout: float, max_message: int,
+                 call_timeout: float, max_message: int, max_instances: int = 64,
+                 on_change: Callable[[str], None] | None = None,
                  on_notification: Callable[[str, Message], None] | None = None) -> None:
         self.name = name
         self.launcher = launcher
@@ -42,7 +43,9 @@ class PooledBackend:
         self.idle_timeout = idle_timeout
         self.start_timeout = start_timeout
         self.call_timeout = call_timeout
+        self.max_instances = max(max_instances, pool)
         self._max_message = max_message
+        self._on_change = on_change
         self._on_notification = on_notification
         self.catalog: ServerCatalog | None = None
         self.state = "starting"
@@ -50,13 +53,10 @@ class PooledBackend:
         self.restarts = 0
         self.started_total = 0
         self.warm: list[Instance] = []
+        self._slots = trio.Semaphore(self.max_instances)  # bounds instances, warm ones included
         self._refilling = 0
         self._nursery: trio.Nursery | None = None
         self._refill_wakeup = trio.Event()
-
-    def _instance(self) -> Instance:
-        return Instance(self.name, self.launcher, start_timeout=self.start_timeout, max_message=self._max_message,
-                        on_notification=self._notification)
 
     def _notification(self, msg: Message) -> None:
         if self._on_notification is not None:
@@ -65,35 +65,31 @@ class PooledBackend:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            probe = Instance(self.name, self.launcher, start_timeout=self.start_timeout,
-                             max_message=self._max_message, on_notification=self._notification,
-                             fetch=lambda conn, cat: fetch_catalog(conn, cat, self.start_timeout))
             try:
-                await nursery.start(probe.run)
-                self.started_total += 1
-                self.catalog = probe.catalog
-                self.state = "ready"
-                if self.pool_size > 0:
-                    self.warm.append(probe)  # the catalog instance is the first warm one
-                else:
-                    probe.stop()
-            except StartError as exc:
-                self.last_error = exc.message
+                await self._start_warm()  # the catalog instance is the first warm one
+            except StartError:
                 self.state = "failed"
-                log.error("%s", exc.message)
             task_status.started()
             nursery.start_soon(self._refill_loop)
             await self._reap_loop()
 
+    async def _start_warm(self) -> None:
+        instance = await self._start()
+        if self.pool_size > 0:
+            self.warm.append(instance)
+        else:
+            instance.stop()
+
     async def _refill_loop(self) -> None:
-        """Keep ``pool_size`` warm instances (backing off while starts fail)."""
+        """Keep ``pool_size`` warm instances, and retry the catalog until one start succeeds
+        (backing off while starts fail)."""
         delay = 0.5
         while True:
             self.warm = [i for i in self.warm if i.alive]
-            while len(self.warm) + self._refilling < self.pool_size:
+            while self.catalog is None or len(self.warm) + self._refilling < self.pool_size:
                 self._refilling += 1
                 try:
-                    instance = await self._start()
+                    await self._start_warm()
                 except StartError:
                     await trio.sleep(delay)
                     delay = min(delay * 2, 30.0)
@@ -101,22 +97,39 @@ class PooledBackend:
                 finally:
                     self._refilling -= 1
                 delay = 0.5
-                self.warm.append(instance)
             self._refill_wakeup = trio.Event()
             with trio.move_on_after(5):  # also notices warm instances that died
                 await self._refill_wakeup.wait()
 
+    async def _run_instance(self, instance: Instance, *,
+                            task_status: trio.TaskStatus[Instance] = trio.TASK_STATUS_IGNORED) -> None:
+        async with self._slots:  # held for the instance's whole life
+            await instance.run(task_status=task_status)
+
     async def _start(self) -> Instance:
+        """Start one instance (fetching the catalog if there is none yet). Raises StartError."""
         assert self._nursery is not None
-        instance = self._instance()
+        needs_catalog = self.catalog is None
+        fetch = (lambda conn, cat: fetch_catalog(conn, cat, self.start_timeout)) if needs_catalog else None
+        instance = Instance(self.name, self.launcher, start_timeout=self.start_timeout,
+                            max_message=self._max_message, on_notification=self._notification, fetch=fetch)
+        if self._slots.value == 0:
+            log.warning("%s: all %d instances busy; waiting for one to end", self.name, self.max_instances)
         try:
-            await self._nursery.start(instance.run)
+            with trio.fail_after(self.call_timeout):
+                await self._nursery.start(self._run_instance, instance)
+        except trio.TooSlowError:
+            raise StartError(f"server {self.name!r} is at its limit of {self.max_instances} instances") from None
         except StartError as exc:
             self.last_error = exc.message
             log.error("%s", exc.message)
             raise
         self.started_total += 1
         self.state = "ready"
+        if needs_catalog and self.catalog is None and instance.catalog is not None:
+            self.catalog = instance.catalog
+            if self._on_change is not None:
+                self._on_change(self.name)  # the route aggregates now include this server
         return instance
 
     async def acquire(self) -> Instance:

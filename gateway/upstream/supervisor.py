@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import trio
 from msgspec import Raw
 
@@ -36,7 +37,12 @@ async def fetch_list(conn: UpstreamConnection, kind: str, timeout: float) -> lis
     cursor: str | None = None
     for _ in range(_LIST_PAGE_CAP):
         params = {"cursor": jsonrpc.raw(cursor)} if cursor else jsonrpc.UNSET
-        page, cursor = decode_list_page(await conn.call(method, params, timeout=timeout))
+        result = await conn.call(method, params, timeout=timeout)
+        try:
+            page, cursor = decode_list_page(result)
+        except msgspec.DecodeError as exc:  # upstream output is untrusted: one bad server stays contained
+            raise UpstreamError(jsonrpc.INTERNAL_ERROR,
+                                f"server {conn.name!r} sent an invalid {method} result: {exc}") from None
         entries += page
         if not cursor:
             break
@@ -144,11 +150,14 @@ class ServerSupervisor:
                  len(instance.catalog.prompts), len(instance.catalog.resources))
         if task_status is not None:
             task_status.started()
-        await instance.ended.wait()
+        await instance.conn.closed.wait()
+        # Callers wait for the next instance from now on, not once the old one is torn
+        # down (which can take seconds for a container).
         self.last_error = instance.end_reason
         self._conn = None
         self._ready = trio.Event()
         self.state = "stopped"
+        await instance.ended.wait()
         return True
 
     async def connection(self) -> UpstreamConnection:
