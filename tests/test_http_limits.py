@@ -64,3 +64,69 @@ async def test_oversized_headers_are_rejected() -> None:
             with trio.fail_after(3):
                 data = await stream.receive_some(4096)
             assert data.split(b" ")[1] in (b"431", b"400")
+
+
+async def test_malformed_chunked_body_is_400_and_the_server_lives_on() -> None:
+    async with running_gateway(config({"sdk": sdk_server()})) as gw:
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.port)
+        async with stream:
+            await stream.send_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n\r\nZZZ\r\n")
+            with trio.fail_after(5):
+                assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 400")
+        async with HTTPClient.connect(gw.port) as http:
+            assert (await http.request("GET", "/healthz")).status == 200
+
+
+async def test_client_sending_a_whole_oversized_body_still_reads_413() -> None:
+    async with running_gateway(config({"sdk": sdk_server()}, limits={"max_body": "64k"})) as gw:
+        for _ in range(3):
+            stream = await trio.open_tcp_stream("127.0.0.1", gw.port)
+            async with stream:
+                body = b"x" * (4 * 1024 * 1024)
+                head = (b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                        b"content-length: %d\r\n\r\n" % len(body))
+                answer = b""
+
+                async def read(stream: trio.SocketStream) -> None:
+                    nonlocal answer
+                    while chunk := await stream.receive_some(65536):
+                        answer += chunk
+
+                with trio.fail_after(10):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(read, stream)
+                        try:
+                            await stream.send_all(head + body)  # like a client that writes first
+                        except trio.BrokenResourceError:
+                            pass
+                assert answer.startswith(b"HTTP/1.1 413")
+
+
+async def test_expect_100_continue() -> None:
+    async with running_gateway(config({"sdk": sdk_server()}, limits={"max_body": "64k"})) as gw:
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.port)
+        async with stream:
+            await stream.send_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                                  b"expect: 100-continue\r\ncontent-length: 1000000\r\n\r\n")
+            with trio.fail_after(5):  # too large: refused before the body is sent
+                assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 413")
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.port)
+        async with stream:
+            body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+            await stream.send_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                                  b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body))
+            with trio.fail_after(5):
+                assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 100")
+            await stream.send_all(body)
+            with trio.fail_after(5):
+                assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 400")  # no session: 400
+
+
+async def test_non_object_meta_is_invalid_params() -> None:
+    async with running_gateway(config({"sdk": sdk_server()})) as gw, HTTPClient.connect(gw.port) as http:
+        session = await http.initialize()
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "sdk__echo", "arguments": {"text": "x"}, "_meta": 5}}
+        reply = await http.post("/mcp", call, session, {"accept": "application/json"})
+        assert reply.status == 200 and reply.json()["error"]["code"] == -32602
+        assert "_meta" in reply.json()["error"]["message"]
