@@ -157,7 +157,7 @@ class Gateway:
     def _upstream_notification(self, server: str, msg: Message) -> None:
         method = msg.method
         if method == "notifications/progress":
-            if not self.progress.deliver(jsonrpc.decode_params(msg)):
+            if not self.progress.deliver(server, jsonrpc.decode_params(msg)):
                 log.debug("%s: progress for an unknown or finished call", server)
         elif method == "notifications/resources/updated":
             params = jsonrpc.decode_params(msg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -52,18 +53,19 @@ class ProgressTable:
     """
 
     def __init__(self) -> None:
-        self._counter = itertools.count(1)
-        self._routes: dict[str, tuple[Raw, Emit]] = {}
+        self._routes: dict[str, tuple[str, Raw, Emit]] = {}
 
-    def register(self, client_token: Raw, emit: Emit) -> str:
-        token = f"gw-{next(self._counter)}"
-        self._routes[token] = (client_token, emit)
+    def register(self, server: str, client_token: Raw, emit: Emit) -> str:
+        # Unguessable, and bound to the server the call went to: one upstream cannot
+        # inject progress into another server's calls (other users' streams).
+        token = f"gw-{secrets.token_urlsafe(12)}"
+        self._routes[token] = (server, client_token, emit)
         return token
 
     def release(self, token: str) -> None:
         self._routes.pop(token, None)
 
-    def deliver(self, params: dict[str, Raw]) -> bool:
+    def deliver(self, server: str, params: dict[str, Raw]) -> bool:
         token_raw = params.get("progressToken")
         if token_raw is None:
             return False
@@ -72,9 +74,9 @@ class ProgressTable:
         except msgspec.DecodeError:
             return False
         target = self._routes.get(token)
-        if target is None:
+        if target is None or target[0] != server:
             return False
-        client_token, emit = target
+        _, client_token, emit = target
         params = dict(params)
         params["progressToken"] = client_token
         emit(jsonrpc.encode(jsonrpc.notification("notifications/progress", params)))
@@ -254,7 +256,7 @@ class Router:
                 if emit is None:
                     del meta["progressToken"]  # no stream to report progress on
                 else:
-                    token = self.progress.register(client_token, emit)
+                    token = self.progress.register(backend.name, client_token, emit)
                     meta["progressToken"] = Raw(jsonrpc.encoder.encode(token))
                 params["_meta"] = Raw(jsonrpc.encoder.encode(meta))
         try:

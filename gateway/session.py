@@ -20,7 +20,7 @@ class Session:
     """One MCP client session. Slim on purpose: an idle session costs a few hundred bytes."""
 
     __slots__ = ("id", "route", "version", "client_info", "client_capabilities", "last_used",
-                 "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped")
+                 "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped", "streams")
 
     def __init__(self, session_id: str, route: Any, version: str, client_info: Any,
                  client_capabilities: Any) -> None:
@@ -36,6 +36,11 @@ class Session:
         self._outbox_recv: trio.MemoryReceiveChannel[bytes] | None = None
         self.closed = False
         self.dropped = 0
+        self.streams = 0  # open GET streams
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.inflight) or self.streams > 0
 
     def touch(self) -> None:
         self.last_used = trio.current_time()
@@ -86,6 +91,7 @@ class SessionManager:
         self._on_close = on_close
         self.created_total = 0
         self.expired_total = 0
+        self.evicted_total = 0
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -94,14 +100,30 @@ class SessionManager:
         return iter(list(self._sessions.values()))
 
     def create(self, route: Any, version: str, client_info: Any, client_capabilities: Any) -> Session | None:
-        """A new session, or None if the gateway is at ``max_sessions``."""
-        if len(self._sessions) >= self.max_sessions:
+        """A new session; at ``max_sessions`` the least recently used idle one makes room.
+
+        Sessions cost one unauthenticated ``initialize``: without eviction, anyone who can
+        reach the endpoint could fill the table and lock everyone out until sessions expire.
+        None only if every session is busy (a call in flight or a stream open).
+        """
+        if len(self._sessions) >= self.max_sessions and not self._evict_one():
             return None
         session_id = secrets.token_urlsafe(24)  # 192 bits: unguessable, visible ASCII only
         session = Session(session_id, route, version, client_info, client_capabilities)
         self._sessions[session_id] = session
         self.created_total += 1
         return session
+
+    def _evict_one(self) -> bool:
+        idle = [s for s in self._sessions.values() if not s.busy]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda s: s.last_used)
+        log.warning("at max_sessions (%d): ending the least recently used idle session %s…",
+                    self.max_sessions, victim.id[:8])
+        self.evicted_total += 1
+        self.end(victim)
+        return True
 
     def get(self, session_id: bytes | str | None) -> Session | None:
         if session_id is None:
@@ -131,7 +153,7 @@ class SessionManager:
             await trio.sleep(interval)
             cutoff = trio.current_time() - self.idle_timeout
             for session in list(self._sessions.values()):
-                if session.last_used < cutoff and not session.inflight:
+                if session.last_used < cutoff and not session.busy:
                     log.info("session %s… expired after %.0fs idle", session.id[:8], self.idle_timeout)
                     self.expired_total += 1
                     self.end(session)

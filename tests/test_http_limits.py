@@ -44,15 +44,36 @@ async def test_expired_session_is_404() -> None:
             assert reply.status == 404
 
 
-async def test_session_limit_is_a_clear_503() -> None:
+async def test_session_limit_evicts_the_least_recently_used_idle_session() -> None:
     cfg = config({"sdk": sdk_server()}, limits={"max_sessions": 2})
-    async with running_gateway(cfg) as gw:
-        async with HTTPClient.connect(gw.port) as http:
-            await http.initialize()
-            await http.initialize()
-            reply = await http.post("/mcp", {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "0"}}})
-            assert reply.status == 503 and "max_sessions" in reply.json()["error"]["message"]
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with running_gateway(cfg) as gw, HTTPClient.connect(gw.port) as http:
+        oldest = await http.initialize()
+        newer = await http.initialize()
+        assert (await http.post("/mcp", ping, oldest)).status == 200  # now `newer` is the least recent
+        third = await http.initialize()
+        assert (await http.post("/mcp", ping, newer)).status == 404
+        assert (await http.post("/mcp", ping, oldest)).status == 200
+        assert (await http.post("/mcp", ping, third)).status == 200
+        assert gw.gateway.sessions.evicted_total == 1
+
+
+async def test_session_limit_with_every_session_busy_is_a_clear_503() -> None:
+    cfg = config({"sdk": sdk_server()}, limits={"max_sessions": 2})
+    async with running_gateway(cfg) as gw, HTTPClient.connect(gw.port) as http:
+        streams = []
+        for _ in range(2):  # an open GET stream makes a session busy
+            session = await http.initialize()
+            stream = await trio.open_tcp_stream("127.0.0.1", gw.port)
+            await stream.send_all(b"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n"
+                                  b"mcp-session-id: " + session.encode() + b"\r\n\r\n")
+            assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 200")
+            streams.append(stream)
+        reply = await http.post("/mcp", {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "0"}}})
+        assert reply.status == 503 and "max_sessions" in reply.json()["error"]["message"]
+        for stream in streams:
+            await stream.aclose()
 
 
 async def test_oversized_headers_are_rejected() -> None:

@@ -263,3 +263,23 @@ async def test_tools_list_pages_with_gateway_cursors() -> None:
         bad = await http.post("/mcp", {"jsonrpc": "2.0", "id": 99, "method": "tools/list",
                                        "params": {"cursor": "not-a-cursor"}}, session)
         assert bad.json()["error"]["code"] == -32602
+
+
+async def test_batch_items_are_tracked_like_requests(http: HTTPClient) -> None:
+    session = await http.initialize(version="2025-03-26")
+    headers = {"mcp-protocol-version": "2025-03-26"}
+    dup = [{"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "sdk__sleep", "arguments": {"seconds": 0.2}}},
+           {"jsonrpc": "2.0", "id": 7, "method": "ping"}]
+    answers = (await http.post("/mcp", dup, session, headers)).json()
+    results = [a for a in answers if "result" in a]
+    errors = [a["error"]["message"] for a in answers if "error" in a]
+    assert len(results) == 1 and errors == ["Invalid request: id 7 is already in flight in this session"]
+    too_many = [{"jsonrpc": "2.0", "id": i, "method": "ping"} for i in range(5)]  # limit is 4 here
+    reply = await http.post("/mcp", too_many, session, headers)
+    assert reply.status == 400 and "1 to 4 messages" in reply.json()["error"]["message"]
+
+
+async def test_healthz_is_behind_the_origin_check(http: HTTPClient) -> None:
+    assert (await http.request("GET", "/healthz", headers={"origin": "https://evil.example"})).status == 403
+    assert (await http.request("GET", "/healthz")).status == 200

@@ -151,11 +151,14 @@ def test_template_regex() -> None:
 def test_progress_tokens_are_translated_both_ways() -> None:
     table = ProgressTable()
     got: list[bytes] = []
-    t1 = table.register(Raw(b'"client-token"'), got.append)
-    t2 = table.register(Raw(b"7"), got.append)
+    t1 = table.register("a", Raw(b'"client-token"'), got.append)
+    t2 = table.register("a", Raw(b"7"), got.append)
     assert t1 != t2
-    assert table.deliver({"progressToken": Raw(msgspec.json.encode(t2)), "progress": Raw(b"1")})
+    assert table.deliver("a", {"progressToken": Raw(msgspec.json.encode(t2)), "progress": Raw(b"1")})
     assert msgspec.json.decode(got[-1])["params"] == {"progressToken": 7, "progress": 1}
+    # another server cannot report progress on a's calls
+    assert not table.deliver("b", {"progressToken": Raw(msgspec.json.encode(t1)), "progress": Raw(b"1")})
     table.release(t2)
-    assert not table.deliver({"progressToken": Raw(msgspec.json.encode(t2)), "progress": Raw(b"2")})
-    assert not table.deliver({"progress": Raw(b"2")})
+    assert not table.deliver("a", {"progressToken": Raw(msgspec.json.encode(t2)), "progress": Raw(b"2")})
+    assert not table.deliver("a", {"progress": Raw(b"2")})
+    assert len(got) == 1

@@ -9,6 +9,7 @@ back to ``initialize``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,10 @@ _batch_decoder = msgspec.json.Decoder(list[Raw])
 
 
 def sse_event(data: bytes) -> bytes:
+    # A raw CR or LF can only be whitespace between JSON tokens (never inside a string),
+    # but SSE would read it as a line end and cut the event: blank them.
+    if b"\n" in data or b"\r" in data:
+        data = data.replace(b"\r", b" ").replace(b"\n", b" ")
     return b"event: message\ndata: " + data + b"\n\n"
 
 
@@ -47,7 +52,7 @@ class OriginPolicy:
         self.origins = {o.rstrip("/") for o in allowed_origins}
         # Bound to loopback, only loopback Host headers make sense; a rebinding page
         # sends its own host name.
-        self.check_host = bind_host in _LOOPBACK_HOSTS or bind_host.startswith("127.")
+        self.check_host = bind_host in _LOOPBACK_HOSTS or _is_loopback_ip(bind_host)
         self.hosts = set(_LOOPBACK_HOSTS) | {urlsplit(o).hostname or "" for o in self.origins}
 
     def origin_ok(self, origin: bytes | None) -> bool:
@@ -69,7 +74,14 @@ class OriginPolicy:
             name = urlsplit("//" + host.decode("latin-1")).hostname
         except ValueError:
             return False
-        return name in self.hosts or (name or "").startswith("127.")
+        return name in self.hosts or _is_loopback_ip(name)
+
+
+def _is_loopback_ip(name: str | None) -> bool:
+    try:
+        return name is not None and ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a name such as 127.attacker.example is not an address
 
 
 def _accepts(request: Request) -> tuple[bool, bool]:
@@ -97,18 +109,18 @@ class StreamableHTTPTransport:
         self.extra = extra
 
     async def __call__(self, request: Request, responder: Responder) -> None:
+        if not self.origins.origin_ok(request.header(b"origin")):
+            await _error(responder, 403, None, INVALID_REQUEST, "Forbidden: Origin not allowed")
+            return
+        if not self.origins.host_ok(request.header(b"host")):
+            await _error(responder, 403, None, INVALID_REQUEST, "Forbidden: Host not allowed")
+            return
         path = request.path
         route = self.paths.get(path) or self.paths.get(path.rstrip("/"))
         if route is None:
             if self.extra is not None and await self.extra(request, responder):
                 return
             await _text(responder, 404, f"Not found: {path}; MCP endpoints: {', '.join(sorted(self.paths))}")
-            return
-        if not self.origins.origin_ok(request.header(b"origin")):
-            await _error(responder, 403, None, INVALID_REQUEST, "Forbidden: Origin not allowed")
-            return
-        if not self.origins.host_ok(request.header(b"host")):
-            await _error(responder, 403, None, INVALID_REQUEST, "Forbidden: Host not allowed")
             return
         method = request.method
         if method == b"POST":
@@ -223,28 +235,33 @@ class StreamableHTTPTransport:
 
     async def _request(self, session: Session, msg: Message, responder: Responder,
                        accepts_json: bool, accepts_sse: bool) -> None:
+        admitted = self._admit(session, msg)
+        if not isinstance(admitted, trio.CancelScope):
+            await responder.send(admitted[0], JSON_HEADERS, admitted[1])
+            return
+        use_sse = accepts_sse and (not accepts_json or _wants_progress(msg))
+        try:
+            if use_sse:
+                await self._answer_sse(session, msg, responder, admitted)
+            else:
+                await self._answer_json(session, msg, responder, admitted)
+        finally:
+            _release(session, msg, admitted)
+
+    def _admit(self, session: Session, msg: Message) -> trio.CancelScope | tuple[int, bytes]:
+        """Register a request as in flight (its scope is what notifications/cancelled cancels),
+        or the HTTP status and JSON-RPC error that refuse it."""
         request_id = msg.id
         assert request_id is not None and request_id is not UNSET
         if request_id in session.inflight:
-            await _error(responder, 400, request_id, INVALID_REQUEST,
-                         f"Invalid request: id {request_id!r} is already in flight in this session")
-            return
+            return 400, jsonrpc.encode_error(
+                request_id, INVALID_REQUEST, f"Invalid request: id {request_id!r} is already in flight in this session")
         if len(session.inflight) >= self.max_inflight:
-            await _error(responder, 429, request_id, INVALID_REQUEST,
-                         f"Too many requests in flight in this session (limit {self.max_inflight})")
-            return
-        use_sse = accepts_sse and (not accepts_json or _wants_progress(msg))
+            return 429, jsonrpc.encode_error(
+                request_id, INVALID_REQUEST, f"Too many requests in flight in this session (limit {self.max_inflight})")
         scope = trio.CancelScope()
         session.inflight[request_id] = scope
-        try:
-            if use_sse:
-                await self._answer_sse(session, msg, responder, scope)
-            else:
-                await self._answer_json(session, msg, responder, scope)
-        finally:
-            if session.inflight.get(request_id) is scope:
-                del session.inflight[request_id]
-            session.touch()
+        return scope
 
     async def _answer_json(self, session: Session, msg: Message, responder: Responder,
                            scope: trio.CancelScope) -> None:
@@ -306,8 +323,9 @@ class StreamableHTTPTransport:
         except msgspec.DecodeError as exc:
             await _error(responder, 400, None, jsonrpc.PARSE_ERROR, f"Parse error: {exc}")
             return
-        if not items:
-            await _error(responder, 400, None, INVALID_REQUEST, "Invalid request: empty batch")
+        if not items or len(items) > self.max_inflight:
+            await _error(responder, 400, None, INVALID_REQUEST,
+                         f"Invalid request: a batch holds 1 to {self.max_inflight} messages")
             return
         answers: list[bytes | None] = [None] * len(items)
 
@@ -317,10 +335,21 @@ class StreamableHTTPTransport:
             except ProtocolError as exc:
                 answers[i] = jsonrpc.encode_error(exc.id, exc.code, exc.message)
                 return
-            if msg.is_request:
-                answers[i] = await self._result(session, msg, None)
-            else:
+            if not msg.is_request:
                 self._client_notification(session, msg)
+                return
+            admitted = self._admit(session, msg)
+            if not isinstance(admitted, trio.CancelScope):
+                answers[i] = admitted[1]
+                return
+            try:
+                with admitted:
+                    answers[i] = await self._result(session, msg, None)
+                if answers[i] is None:
+                    answers[i] = jsonrpc.encode_error(msg.id, jsonrpc.REQUEST_CANCELLED,  # type: ignore[arg-type]
+                                                      "Request cancelled")
+            finally:
+                _release(session, msg, admitted)
 
         async with trio.open_nursery() as nursery:
             for i, item in enumerate(items):
@@ -342,19 +371,23 @@ class StreamableHTTPTransport:
         if session is None:
             return
         outbox = session.outbox()
-        await responder.start(200, SSE_HEADERS)
-        await responder.write(b": stream open\n\n")
-        while not session.closed:
-            with trio.move_on_after(_KEEPALIVE) as idle:
-                try:
-                    data = await outbox.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-                await responder.write(sse_event(data))
-            if idle.cancelled_caught:
-                session.touch()  # an open stream keeps its session alive
-                await responder.write(b": ping\n\n")
-        await responder.end()
+        session.streams += 1  # an open stream keeps its session alive and un-evictable
+        try:
+            await responder.start(200, SSE_HEADERS)
+            await responder.write(b": stream open\n\n")
+            while not session.closed:
+                with trio.move_on_after(_KEEPALIVE) as idle:
+                    try:
+                        data = await outbox.receive()
+                    except (trio.EndOfChannel, trio.ClosedResourceError):
+                        break
+                    await responder.write(sse_event(data))
+                if idle.cancelled_caught:
+                    session.touch()
+                    await responder.write(b": ping\n\n")
+            await responder.end()
+        finally:
+            session.streams -= 1
 
     async def _delete(self, request: Request, responder: Responder) -> None:
         header = request.header(mcp.SESSION_HEADER)
@@ -367,6 +400,12 @@ class StreamableHTTPTransport:
         session.route.sessions.discard(session)
         self.sessions.end(session)
         await responder.send(200, [], b"")
+
+
+def _release(session: Session, msg: Message, scope: trio.CancelScope) -> None:
+    if session.inflight.get(msg.id) is scope:  # type: ignore[arg-type]
+        del session.inflight[msg.id]  # type: ignore[arg-type]
+    session.touch()
 
 
 async def _pump_sse(recv: trio.MemoryReceiveChannel[bytes], responder: Responder) -> None:

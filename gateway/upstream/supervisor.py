@@ -223,7 +223,9 @@ class ServerSupervisor:
         except UpstreamError as exc:
             log.warning("%s: refreshing %s failed: %s", self.name, kind, exc.message)
             return
-        new = ServerCatalog(**vars(catalog))
+        if self._conn is not conn or self.catalog is None:
+            return  # restarted meanwhile: the new instance fetched its own catalog
+        new = ServerCatalog(**vars(self.catalog))  # the current one: a concurrent refresh may have landed
         setattr(new, kind, entries)
         if extra is not None:
             new.resource_templates = extra
