@@ -328,32 +328,37 @@ class StreamableHTTPTransport:
                          f"Invalid request: a batch holds 1 to {self.max_inflight} messages")
             return
         answers: list[bytes | None] = [None] * len(items)
-
-        async def one(i: int, item: Raw) -> None:
+        admitted: list[tuple[int, Message, trio.CancelScope]] = []
+        # Decode and admit in order before anything runs, so a repeated id is always the
+        # later item's error, whatever order the calls would be scheduled in.
+        for i, item in enumerate(items):
             try:
                 msg = jsonrpc.decode_message(item)
             except ProtocolError as exc:
                 answers[i] = jsonrpc.encode_error(exc.id, exc.code, exc.message)
-                return
+                continue
             if not msg.is_request:
                 self._client_notification(session, msg)
-                return
-            admitted = self._admit(session, msg)
-            if not isinstance(admitted, trio.CancelScope):
-                answers[i] = admitted[1]
-                return
+                continue
+            scope = self._admit(session, msg)
+            if isinstance(scope, trio.CancelScope):
+                admitted.append((i, msg, scope))
+            else:
+                answers[i] = scope[1]
+
+        async def one(i: int, msg: Message, scope: trio.CancelScope) -> None:
             try:
-                with admitted:
+                with scope:
                     answers[i] = await self._result(session, msg, None)
                 if answers[i] is None:
                     answers[i] = jsonrpc.encode_error(msg.id, jsonrpc.REQUEST_CANCELLED,  # type: ignore[arg-type]
                                                       "Request cancelled")
             finally:
-                _release(session, msg, admitted)
+                _release(session, msg, scope)
 
         async with trio.open_nursery() as nursery:
-            for i, item in enumerate(items):
-                nursery.start_soon(one, i, item)
+            for i, msg, scope in admitted:
+                nursery.start_soon(one, i, msg, scope)
         out = [a for a in answers if a is not None]
         if not out:
             await responder.send(202, [], b"")
