@@ -54,7 +54,6 @@ class PooledBackend:
         self.started_total = 0
         self.warm: list[Instance] = []
         self._slots = trio.Semaphore(self.max_instances)  # bounds instances, warm ones included
-        self._refilling = 0
         self._nursery: trio.Nursery | None = None
         self._refill_wakeup = trio.Event()
 
@@ -85,21 +84,32 @@ class PooledBackend:
         (backing off while starts fail)."""
         delay = 0.5
         while True:
+            # A fresh event before looking: an instance taken while we refill sets it, and
+            # the loop goes round again at once instead of at the next 5 s check.
+            wakeup = self._refill_wakeup = trio.Event()
             self.warm = [i for i in self.warm if i.alive]
-            while self.catalog is None or len(self.warm) + self._refilling < self.pool_size:
-                self._refilling += 1
-                try:
-                    await self._start_warm()
-                except StartError:
+            missing = max(self.pool_size - len(self.warm), 1 if self.catalog is None else 0)
+            if missing:
+                failures = 0
+
+                async def one() -> None:
+                    nonlocal failures
+                    try:
+                        await self._start_warm()
+                    except StartError:
+                        failures += 1
+
+                async with trio.open_nursery() as nursery:  # start them side by side
+                    for _ in range(missing):
+                        nursery.start_soon(one)
+                if failures:
                     await trio.sleep(delay)
                     delay = min(delay * 2, 30.0)
                     continue
-                finally:
-                    self._refilling -= 1
                 delay = 0.5
-            self._refill_wakeup = trio.Event()
+                continue
             with trio.move_on_after(5):  # also notices warm instances that died
-                await self._refill_wakeup.wait()
+                await wakeup.wait()
 
     async def _run_instance(self, instance: Instance, *,
                             task_status: trio.TaskStatus[Instance] = trio.TASK_STATUS_IGNORED) -> None:
