@@ -410,6 +410,19 @@ _CLAUDE_KEYS: Final = ("command", "args", "env", "type")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_REF = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|file:/.+")
 _USER = re.compile(r"[a-zA-Z0-9_.-]+(?::[a-zA-Z0-9_.-]+)?")
+_ID = re.compile(r"[+-]?[0-9]+")  # as Docker (Go's Atoi) reads ids: +0, -0 and 000 are all 0
+
+
+def _numeric_user(user: str) -> bool:
+    """uid:gid, both numeric: only then do we know, without the image, who the process is."""
+    uid, _, gid = (p.strip() for p in user.partition(":"))
+    return bool(_ID.fullmatch(uid) and _ID.fullmatch(gid))
+
+
+def _is_root_user(user: str) -> bool:
+    """uid or gid 0 (or out of range) for a numeric ``user``."""
+    uid, gid = (int(p) for p in user.partition(":")[::2])
+    return not (0 < uid <= 2**31 - 1 and 0 < gid <= 2**31 - 1)
 _NETWORK = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # no "container:<id>": that joins another's netns
 _CAPS: Final = frozenset(
     "AUDIT_CONTROL AUDIT_READ AUDIT_WRITE BLOCK_SUSPEND BPF CHECKPOINT_RESTORE CHOWN DAC_OVERRIDE "
@@ -486,8 +499,13 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
             raise bad(f"secrets.{name}", "also set in env; set it in one place")
     if not _USER.fullmatch(s.user):
         raise bad("user", f"invalid user {s.user!r} (use uid[:gid] or name[:group], e.g. 65534:65534)")
-    if s.user.split(":")[0] in ("0", "root") and not s.allow_root:
-        raise bad("user", f"{s.user!r} runs as root; set allow_root: true if you really mean it")
+    if not s.allow_root:
+        if not _numeric_user(s.user):
+            raise bad("user", f"{s.user!r}: use a numeric uid:gid such as 65534:65534 (a name or a missing "
+                              "group may resolve to root in the image), or set allow_root: true")
+        if _is_root_user(s.user):
+            raise bad("user", f"{s.user!r} runs as root (uid or gid 0) or is out of range; "
+                              "set allow_root: true if you really mean it")
     if not _NETWORK.fullmatch(s.network):
         raise bad("network", f"invalid network {s.network!r} (none, host or a network's name)")
     for i, m in enumerate(s.mounts):
@@ -774,7 +792,7 @@ def describe(config: GatewayConfig) -> str:
         if s.kind != "container":
             continue
         c = s.limits
-        root = s.user.split(":")[0] in ("0", "root")
+        root = not _numeric_user(s.user) or _is_root_user(s.user)
         lines += [
             f"    lifecycle: {s.lifecycle}, pool {s.pool}, max instances {s.max_instances}",
             f"    user: {s.user}{' (ROOT)' if root else ''}",

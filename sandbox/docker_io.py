@@ -22,7 +22,8 @@ log = logging.getLogger("mcp_gateway.upstream")
 STDIN, STDOUT, STDERR = 0, 1, 2
 #: What the Docker SDK raises: its own errors, and requests' when the engine is unreachable.
 DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
-_HEADER = struct.Struct(">BxxxL")
+#: A frame header as two words: stream << 24 (the low 24 bits must be zero), payload length.
+_HEADER = struct.Struct(">LL")
 _RECEIVE_SIZE = 64 * 1024
 #: Longest stderr line kept in memory; longer ones are logged in pieces.
 _MAX_STDERR_LINE = 8 * 1024
@@ -49,35 +50,52 @@ class FrameDemuxer:
         """True when no frame is half-read (a clean place for the stream to end)."""
         return not self._header and self._remaining == 0
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        """Consume ``data``; return ``(stream, payload)`` pieces in order, same-stream runs merged."""
+    def feed(self, data: bytes | bytearray) -> list[tuple[int, bytes]]:
+        """Consume ``data``; return ``(stream, payload)`` pieces in order, same-stream runs merged.
+
+        Linear in ``len(data)`` however small the frames: a run's payload slices are joined once.
+        """
         out: list[tuple[int, bytes]] = []
+        run: list[bytes | bytearray | memoryview] = []  # payload slices of the current same-stream run
+        run_stream = -1
+        stream, remaining = self._stream, self._remaining
+        header: bytes | bytearray
         view = memoryview(data)
         pos, end = 0, len(data)
         while pos < end:
-            if self._remaining == 0:
-                take = min(8 - len(self._header), end - pos)
-                self._header += view[pos : pos + take]
-                pos += take
-                if len(self._header) < 8:
-                    break
-                header = bytes(self._header)
-                self._header.clear()
-                stream, length = _HEADER.unpack(header)
-                if stream not in (STDIN, STDOUT, STDERR) or header[1:4] != b"\0\0\0":
+            if remaining == 0:
+                if self._header or end - pos < 8:  # a header split across feeds
+                    take = min(8 - len(self._header), end - pos)
+                    self._header += data[pos : pos + take]
+                    pos += take
+                    if len(self._header) < 8:
+                        break
+                    header = bytes(self._header)
+                    self._header.clear()
+                else:
+                    header = data[pos : pos + 8]
+                    pos += 8
+                word, remaining = _HEADER.unpack(header)
+                stream = word >> 24
+                if word & 0xFFFFFF or stream > STDERR:
+                    self._stream, self._remaining = 0, 0
                     raise FrameError(
-                        f"bad frame header {header.hex()} (is the container running with a TTY?)"
+                        f"bad frame header {bytes(header).hex()} (is the container running with a TTY?)"
                     )
-                self._stream, self._remaining = stream, length
                 continue
-            take = min(self._remaining, end - pos)
-            chunk = bytes(view[pos : pos + take])
+            take = min(remaining, end - pos)
+            if stream != run_stream:
+                if run:
+                    out.append((run_stream, b"".join(run)))
+                    run = []
+                run_stream = stream
+            # Small slices as bytes (cheapest to make); large ones as views, copied once by join.
+            run.append(data[pos : pos + take] if take < 512 else view[pos : pos + take])
             pos += take
-            self._remaining -= take
-            if out and out[-1][0] == self._stream:
-                out[-1] = (self._stream, out[-1][1] + chunk)
-            else:
-                out.append((self._stream, chunk))
+            remaining -= take
+        if run:
+            out.append((run_stream, b"".join(run)))
+        self._stream, self._remaining = stream, remaining
         return out
 
 

@@ -213,7 +213,7 @@ def test_container_keys_and_normalization() -> None:
             limits={"memory": "1g", "cpus": 2, "pids": 64},
             network="host",
             mounts=[{"source": "/src", "target": "/dst", "rw": True}],
-            user=1000,
+            user="1000:1000",
             read_only=False,
             tmpfs_size="16m",
             cap_add=["net_bind_service", "CAP_CHOWN"],
@@ -227,7 +227,7 @@ def test_container_keys_and_normalization() -> None:
         2,
         1 << 30,
         2.0,
-        "1000",
+        "1000:1000",
     )
     assert box.cap_add == ["NET_BIND_SERVICE", "CHOWN"]
     assert box.mounts[0].rw and box.tmpfs_size == 16 << 20
@@ -354,15 +354,19 @@ def test_null_is_a_type_error() -> None:
 # ---------------------------------------------------------------- root user
 
 
-@pytest.mark.parametrize("user", ["0", "root", "0:0", "root:staff", 0])
-def test_root_refused_unless_allowed(user: object) -> None:
+@pytest.mark.parametrize("user", [
+    "0", "root", "0:0", "root:staff", 0, "00:00", "-0:1", "0000:65534", "65534:0", "1000:root",
+    "1000", "nobody", "app:app", "1000:0",  # names and missing groups may resolve to root
+    "99999999999:1",
+])
+def test_root_or_unknown_users_refused_unless_allowed(user: object) -> None:
     assert error(container(user=user)).startswith("servers.box.user: ")
     c = parse_config(container(user=user, allow_root=True))
     assert c.servers["box"].user == str(user)
 
 
-def test_non_root_users_accepted() -> None:
-    for user in ("1000", "1000:0", "nobody", "app:app", "10:20"):
+def test_non_root_numeric_users_accepted() -> None:
+    for user in ("10:20", "65534:65534", "1000:1000", "1000:001"):
         parse_config(container(user=user))
 
 

@@ -103,11 +103,32 @@ def test_secrets_go_to_env_only_and_are_redacted() -> None:
     assert kw["environment"]["TOKEN"] == "hunter2"  # redact copies
 
 
-@pytest.mark.parametrize("user", ["0", "0:0", "root", "root:root", ""])
+@pytest.mark.parametrize(
+    "user",
+    [
+        "0", "0:0", "root", "root:root", "",
+        # Docker reads ids with Go's Atoi: all of these are uid 0.
+        "00:00", "+0", "-0", "0000:65534", " 0", "0 :65534", "\t0:65534", "+00:65534",
+        # gid 0, named or numeric.
+        "65534:0", "65534:00", "65534:+0", "65534:root", "65534: 0",
+        # Names resolve through the image's /etc/passwd and /etc/group, which may map them to 0.
+        "nobody", "nobody:nogroup", "node:65534", "65534:nogroup",
+        # A uid alone (or an empty group) takes gid 0 when the image does not list the uid.
+        "1000", "1000:", "65534: ",
+        # Out of range: Docker refuses them, and a 32-bit wrap could make them 0.
+        "4294967296:65534", "65534:4294967296", "-1:65534",
+    ],
+)
 def test_root_is_refused_unless_allowed(user: str) -> None:
-    with pytest.raises(SandboxConfigError, match="allow_root"):
+    with pytest.raises(SandboxConfigError, match="allow_root") as err:
         kwargs_for(user=user)
+    assert "'65534:65534'" in str(err.value)  # says what to use instead
     assert kwargs_for(user=user, allow_root=True)["user"] == user
+
+
+@pytest.mark.parametrize("user", ["65534:65534", "1000:1000", "1:1", "01000:+1000", "2147483647:2147483647"])
+def test_numeric_non_root_users_are_accepted(user: str) -> None:
+    assert kwargs_for(user=user)["user"] == user
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,10 @@ class ProcessLauncher:
         except OSError as exc:
             raise LaunchError(f"server {self.name!r}: cannot start {self._argv[0]!r}: {exc.strerror or exc}") \
                 from exc
+        # start_new_session makes the child a session (and process group) leader: its pgid is its
+        # pid, and it cannot move to another group. Wrappers (sh -c, npx, uvx, shims) start the real
+        # server as a grandchild in this group, so stopping signals the group, not just the child.
+        pgid = process.pid
         log.info("%s: started pid %d: %s", self.name, process.pid, self._argv[0])
         try:
             async with trio.open_nursery() as nursery:
@@ -96,24 +100,73 @@ class ProcessLauncher:
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await self._stop(process)
+                await self._stop(process, pgid)
 
-    async def _stop(self, process: trio.Process) -> None:
-        if process.returncode is None:
-            if process.stdin is not None:
-                await process.stdin.aclose()  # a well-behaved stdio server exits on EOF
-            with trio.move_on_after(self._stop_timeout / 2):
-                await process.wait()
-            if process.returncode is None:
-                process.terminate()
-                with trio.move_on_after(self._stop_timeout / 2):
-                    await process.wait()
-            if process.returncode is None:
-                process.kill()
+    async def _stop(self, process: trio.Process, pgid: int) -> None:
+        """Stop the child and whatever is left in its process group, escalating step by step:
+        close stdin (a well-behaved stdio server exits on EOF), then SIGTERM the group, then SIGKILL
+        it. Each of the first two steps waits ``stop_timeout / 2`` for the child and its group."""
+        half = self._stop_timeout / 2
+        if process.stdin is not None:
+            await process.stdin.aclose()
+        if not await _wait_stopped(process, pgid, half):
+            _signal_group(pgid, signal.SIGTERM)
+            if not await _wait_stopped(process, pgid, half):
+                log.info("%s: process group %d still running after SIGTERM; killing it", self.name, pgid)
+                _signal_group(pgid, signal.SIGKILL)
                 await process.wait()
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 await stream.aclose()
+
+
+async def _wait_stopped(process: trio.Process, pgid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the child to exit and its process group to empty; say if it did."""
+    with trio.move_on_after(timeout):
+        await process.wait()
+        # Grandchildren are not ours to wait() on, and nothing signals that a group emptied: poll.
+        while _group_alive(pgid):  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    return process.returncode is not None and not _group_alive(pgid)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # all gone already, or only members we may not signal (nothing we can do)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` still has a live member (zombies do not count).
+
+    The group outlives its leader while a grandchild remains. Zombies are excluded because an
+    orphan is reaped by whatever became its parent, which may never happen (say, the gateway
+    runs as PID 1 in a container without an init): waiting on one would only burn the timeout.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # members we may not signal: waiting for them is pointless
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no procfs: trust kill(), zombies included
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited meanwhile, or not ours to read
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) >= 3 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 async def _log_stderr(name: str, stream: trio.abc.ReceiveStream | None) -> None:
