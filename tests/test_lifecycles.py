@@ -88,13 +88,21 @@ async def test_call_lifecycle_with_warm_pool_serves_from_the_pool_and_refills() 
 async def test_max_instances_bounds_cold_starts() -> None:
     cfg = config({"sdk": sdk_server(lifecycle="session", max_instances=1, call_timeout="1s")})
     async with running_gateway(cfg) as gw:
+        backend = gw.gateway.supervisors["sdk"]
+        assert isinstance(backend, SessionBackend)
+        with trio.fail_after(10):  # the catalog instance (pool 0) is stopped, and its slot freed
+            while backend.instances:
+                await trio.sleep(0.05)
         async with Client(gw.url, mode="legacy") as first, Client(gw.url, mode="legacy") as second:
             await _pid(first)  # holds the only instance
+            assert backend.instances == 1
             with pytest.raises(MCPError) as info:
                 await _pid(second)
             assert "limit of 1 instances" in info.value.error.message
-        # the first session ended, its instance stopped: a new session gets one
-        async with Client(gw.url, mode="legacy") as third:
+        with trio.fail_after(10):  # the first session ended, its instance stopped...
+            while backend.instances:
+                await trio.sleep(0.05)
+        async with Client(gw.url, mode="legacy") as third:  # ...so a new session gets one
             await _pid(third)
 
 

@@ -57,6 +57,11 @@ class PooledBackend:
         self._nursery: trio.Nursery | None = None
         self._refill_wakeup = trio.Event()
 
+    @property
+    def instances(self) -> int:
+        """Instances holding a slot: starting, warm, serving or still stopping."""
+        return self.max_instances - self._slots.value
+
     def _notification(self, msg: Message) -> None:
         if self._on_notification is not None:
             self._on_notification(self.name, msg)
