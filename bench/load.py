@@ -2,7 +2,7 @@
 
     python -m bench.load --url http://127.0.0.1:8080/mcp --sessions N --inflight M --duration D
         [--warmup S] [--mode call|list|churn] [--tool echo] [--args JSON] [--timeout T]
-        [--idle-sessions K [--idle-hold S]] [--open-session] [--json out.json]
+        [--rate R] [--idle-sessions K [--idle-hold S]] [--open-session] [--json out.json]
 
 Opens N sessions (initialize, then notifications/initialized, then ``Mcp-Session-Id`` and
 ``MCP-Protocol-Version`` on every request) and M keep-alive HTTP/1.1 connections, one request at a
@@ -13,6 +13,14 @@ counts as a request). Every JSON-RPC request carries a unique id, and an answer 
 carries that id and a ``result``; everything else is an error. Prints (and with ``--json`` writes)
 a report: requests, errors, error_samples, throughput_rps, latency_ms {p50, p90, p99, max, mean},
 duration_s, sessions, inflight, mode.
+
+``--rate R`` paces the load (modes call and list): request ``k`` is due at ``start + k/R`` (one
+schedule shared by all connections, warm-up included), so the offered rate is R as long as the M
+connections keep up; a connection whose slot has passed sends at once. Latency is measured from the
+actual send, and the report gains ``rate`` (target) and ``schedule_lag_ms`` {p50, p99, max} (how
+late sends left: M too small for R, or a busy load generator) and ``late_pct`` (sends > 1 ms late).
+Sends are timed precisely (the last 2 ms before a slot spin on the event loop), so a paced run keeps
+the load generator's core busy.
 
 ``--idle-sessions K`` first opens K sessions, each on a connection that is then closed (or held
 open for ``--idle-hold`` seconds), so a benchmark can sample the server's RSS per idle session; the
@@ -320,6 +328,33 @@ async def close_session(conn: Connection, target: Target, session: Session) -> N
 FAILURES = (LoadError, OSError, trio.TooSlowError, trio.BrokenResourceError, msgspec.ValidationError)
 
 
+SPIN_S = 0.002  # a paced send spins for its last 2 ms instead of trusting a timer
+
+
+class Pacer:
+    """One send schedule shared by every connection: slot ``k`` is due at ``start + k / rate``."""
+
+    def __init__(self, rate: float, start: float) -> None:
+        self.interval = 1.0 / rate
+        self.next = start  # in trio's clock
+
+    async def wait(self) -> float:
+        """Claim the next slot and wait until it is due; return how late we woke (seconds).
+
+        Timers alone would bunch sends at millisecond ticks (epoll's timeout is in ms, rounded
+        up), and a burst of sends queues in the server: that would be the load generator's
+        latency, not the server's. So sleep until shortly before the slot, then spin on trio
+        checkpoints (the event loop keeps polling I/O without blocking) until it is due.
+        """
+        due = self.next
+        self.next += self.interval
+        if due - trio.current_time() > SPIN_S:
+            await trio.sleep_until(due - SPIN_S)
+        while trio.current_time() < due:
+            await trio.lowlevel.checkpoint()
+        return trio.current_time() - due
+
+
 @dataclass
 class Stats:
     """Latencies of requests that completed inside the measured window, and every error."""
@@ -330,11 +365,14 @@ class Stats:
     errors: int = 0
     iterations: int = 0
     samples: list[str] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
 
-    def record(self, t0: float, t1: float) -> None:
-        """Count one success that started at ``t0`` and ended at ``t1``."""
+    def record(self, t0: float, t1: float, lag: float | None = None) -> None:
+        """Count one success that started at ``t0`` and ended at ``t1`` (sent ``lag`` s late)."""
         if self.start <= t1 <= self.stop:
             self.latencies.append(t1 - t0)
+            if lag is not None:
+                self.lags.append(lag)
 
     def error(self, exc: BaseException) -> None:
         """Count one failure (warm-up included: errors are never hidden)."""
@@ -344,11 +382,19 @@ class Stats:
             self.samples.append(text)
 
 
-async def call_worker(conn: Connection, target: Target, session: Session, mode: str, stats: Stats) -> None:
-    """Send requests on ``conn`` back to back until the window ends."""
+async def call_worker(
+    conn: Connection, target: Target, session: Session, mode: str, stats: Stats, pacer: Pacer | None = None
+) -> None:
+    """Send requests on ``conn`` back to back (or when ``pacer`` says) until the window ends."""
     method, params = ("tools/list", None) if mode == "list" else ("tools/call", target.call_params)
     clock = time.perf_counter
-    while (t0 := clock()) < stats.stop:
+    lag = None
+    while clock() < stats.stop:
+        if pacer is not None:
+            lag = await pacer.wait()
+            if clock() >= stats.stop:
+                break
+        t0 = clock()
         try:
             with trio.fail_after(target.timeout):
                 await rpc(conn, target, session.headers, method, params)
@@ -357,7 +403,7 @@ async def call_worker(conn: Connection, target: Target, session: Session, mode: 
             await conn.aclose()
             await trio.sleep(0.01)  # no hot loop against a dead server
             continue
-        stats.record(t0, clock())
+        stats.record(t0, clock(), lag)
 
 
 async def churn_worker(conn: Connection, target: Target, stats: Stats) -> None:
@@ -384,9 +430,9 @@ async def churn_worker(conn: Connection, target: Target, stats: Stats) -> None:
 
 
 async def run_load(
-    target: Target, sessions: int, inflight: int, mode: str, warmup: float, duration: float
+    target: Target, sessions: int, inflight: int, mode: str, warmup: float, duration: float, rate: float = 0.0
 ) -> dict[str, Any]:
-    """Open the sessions, run the workers, and summarize."""
+    """Open the sessions, run the workers (paced at ``rate`` requests/s if > 0), and summarize."""
     stats = Stats()
     conns = [target.connection() for _ in range(inflight)]
     opened: list[Session | None] = [None] * sessions
@@ -415,14 +461,14 @@ async def run_load(
             )
     stats.start = time.perf_counter() + warmup
     stats.stop = stats.start + duration
+    pacer = Pacer(rate, trio.current_time()) if rate > 0 and mode != "churn" else None
     async with trio.open_nursery() as nursery:
         for i, conn in enumerate(conns):
             if mode == "churn":
                 nursery.start_soon(churn_worker, conn, target, stats)
             else:
-                nursery.start_soon(
-                    call_worker, conn, target, opened[i % sessions] or live[i % len(live)], mode, stats
-                )
+                session = opened[i % sessions] or live[i % len(live)]
+                nursery.start_soon(call_worker, conn, target, session, mode, stats, pacer)
     for conn in conns:
         await conn.aclose()
     lat = sorted(stats.latencies)
@@ -447,6 +493,15 @@ async def run_load(
         "inflight": inflight,
         "mode": mode,
     }
+    if pacer is not None:
+        lags = sorted(stats.lags)
+
+        def lag_pct(p: float) -> float:
+            return round(1000 * lags[min(len(lags) - 1, max(0, math.ceil(p * len(lags)) - 1))], 3) if lags else 0.0
+
+        report["rate"] = rate
+        report["schedule_lag_ms"] = {"p50": lag_pct(0.5), "p99": lag_pct(0.99), "max": lag_pct(1.0)}
+        report["late_pct"] = round(100 * sum(1 for x in lags if x > 0.001) / len(lags), 2) if lags else 0.0
     if mode == "churn":
         report["iterations"] = stats.iterations
         report["iterations_per_s"] = round(stats.iterations / duration, 1)
@@ -528,6 +583,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tool", default="echo")
     ap.add_argument("--args", help="tool arguments as JSON (default suits echo/add)")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    ap.add_argument(
+        "--rate", type=float, default=0.0, metavar="R", help="pace at R requests/s in all (0: as fast as possible)"
+    )
     ap.add_argument("--idle-sessions", type=int, default=0, metavar="K")
     ap.add_argument(
         "--idle-hold", type=float, default=0.0, metavar="S", help="keep idle connections open S s"
@@ -536,8 +594,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--open-session", action="store_true", help="print a new session's id and exit")
     ap.add_argument("--json", metavar="FILE", help="also write the report here")
     opts = ap.parse_args(argv)
-    if opts.sessions < 1 or opts.inflight < 1 or opts.duration < 0 or opts.warmup < 0:
-        ap.error("--sessions and --inflight must be >= 1, --duration and --warmup >= 0")
+    if opts.sessions < 1 or opts.inflight < 1 or opts.duration < 0 or opts.warmup < 0 or opts.rate < 0:
+        ap.error("--sessions and --inflight must be >= 1, --duration, --warmup and --rate >= 0")
     return opts
 
 
@@ -555,7 +613,9 @@ async def amain(opts: argparse.Namespace) -> dict[str, Any] | None:
     if opts.idle_sessions > 0:
         report["idle"] = await open_idle(target, opts.idle_sessions, opts.idle_hold, opts.idle_concurrency)
     if opts.duration > 0:
-        report |= await run_load(target, opts.sessions, opts.inflight, opts.mode, opts.warmup, opts.duration)
+        report |= await run_load(
+            target, opts.sessions, opts.inflight, opts.mode, opts.warmup, opts.duration, opts.rate
+        )
     return report
 
 
