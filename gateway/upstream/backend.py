@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
 from msgspec import Raw
 
 from ..protocol.catalog import ServerCatalog
+from ..protocol.jsonrpc import Message
+from .channel import Launcher
+from .instance import Instance, fetch_catalog
 
 
 class Backend(Protocol):
@@ -25,3 +29,36 @@ class Backend(Protocol):
                    timeout: float | None = None) -> Raw: ...
 
     def session_ended(self, session: Any) -> None: ...
+
+
+class BackendBase:
+    """What every lifecycle shares: identity, timeouts, reported state, and making instances."""
+
+    def __init__(self, name: str, launcher: Launcher, *, start_timeout: float, call_timeout: float,
+                 max_message: int, on_change: Callable[[str], None] | None = None,
+                 on_notification: Callable[[str, Message], None] | None = None) -> None:
+        self.name = name
+        self.launcher = launcher
+        self.start_timeout = start_timeout
+        self.call_timeout = call_timeout
+        self._max_message = max_message
+        self._on_change = on_change
+        self._on_notification = on_notification
+        self.catalog: ServerCatalog | None = None
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.restarts = 0
+        self._nursery: trio.Nursery | None = None
+
+    def new_instance(self, *, with_catalog: bool) -> Instance:
+        """An instance that, once started, has also fetched the lists if ``with_catalog``."""
+        fetch = (lambda conn, cat: fetch_catalog(conn, cat, self.start_timeout)) if with_catalog else None
+        return Instance(self.name, self.launcher, start_timeout=self.start_timeout, max_message=self._max_message,
+                        on_notification=self._notification, fetch=fetch)
+
+    def _notification(self, msg: Message) -> None:
+        if self._on_notification is not None:
+            self._on_notification(self.name, msg)
+
+    def session_ended(self, session: Any) -> None:
+        """Only the session lifecycle keeps per-session state."""

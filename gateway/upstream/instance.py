@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import msgspec
 import trio
+from msgspec import Raw
 
 from ..protocol import jsonrpc
-from ..protocol.catalog import ServerCatalog
+from ..protocol.catalog import ServerCatalog, decode_list_page
 from ..protocol.jsonrpc import Message
 from ..protocol.mcp import LATEST_HANDSHAKE
 from .channel import Launcher, LaunchError
@@ -43,6 +44,43 @@ async def initialize(conn: UpstreamConnection) -> ServerCatalog:
         server_info=info if isinstance(info, dict) else {},
         instructions=instructions if isinstance(instructions, str) else None,
     )
+
+
+_LIST_PAGE_CAP = 1000  # an upstream paginator that never ends cannot hang a refresh
+
+
+async def fetch_list(conn: UpstreamConnection, kind: str, timeout: float) -> list[dict[str, Raw]]:
+    """Every entry of ``<kind>/list``, following upstream cursors."""
+    method = "resources/templates/list" if kind == "resource_templates" else f"{kind}/list"
+    entries: list[dict[str, Raw]] = []
+    cursor: str | None = None
+    for _ in range(_LIST_PAGE_CAP):
+        params = {"cursor": jsonrpc.raw(cursor)} if cursor else jsonrpc.UNSET
+        result = await conn.call(method, params, timeout=timeout)
+        try:
+            page, cursor = decode_list_page(result)
+        except msgspec.DecodeError as exc:  # upstream output is untrusted: one bad server stays contained
+            raise UpstreamError(jsonrpc.INTERNAL_ERROR,
+                                f"server {conn.name!r} sent an invalid {method} result: {exc}") from None
+        entries += page
+        if not cursor:
+            break
+    return entries
+
+
+async def fetch_catalog(conn: UpstreamConnection, catalog: ServerCatalog, timeout: float) -> None:
+    caps = catalog.capabilities
+    if "tools" in caps:
+        catalog.tools = await fetch_list(conn, "tools", timeout)
+    if "prompts" in caps:
+        catalog.prompts = await fetch_list(conn, "prompts", timeout)
+    if "resources" in caps:
+        catalog.resources = await fetch_list(conn, "resources", timeout)
+        try:
+            catalog.resource_templates = await fetch_list(conn, "resource_templates", timeout)
+        except UpstreamError as exc:
+            if exc.code != jsonrpc.METHOD_NOT_FOUND:
+                raise
 
 
 class Instance:

@@ -18,17 +18,16 @@ import trio
 from msgspec import Raw
 
 from ..protocol import jsonrpc
-from ..protocol.catalog import ServerCatalog
 from ..protocol.jsonrpc import Message
+from .backend import BackendBase
 from .channel import Launcher
 from .connection import UpstreamError
 from .instance import Instance, StartError
-from .supervisor import fetch_catalog
 
 log = logging.getLogger("mcp_gateway.upstream")
 
 
-class PooledBackend:
+class PooledBackend(BackendBase):
     """Common part of the session and call lifecycles: warm pool, starts, idle reaping."""
 
     lifecycle = "pool"
@@ -37,34 +36,20 @@ class PooledBackend:
                  call_timeout: float, max_message: int, max_instances: int = 64,
                  on_change: Callable[[str], None] | None = None,
                  on_notification: Callable[[str, Message], None] | None = None) -> None:
-        self.name = name
-        self.launcher = launcher
+        super().__init__(name, launcher, start_timeout=start_timeout, call_timeout=call_timeout,
+                         max_message=max_message, on_change=on_change, on_notification=on_notification)
         self.pool_size = pool
         self.idle_timeout = idle_timeout
-        self.start_timeout = start_timeout
-        self.call_timeout = call_timeout
         self.max_instances = max(max_instances, pool)
-        self._max_message = max_message
-        self._on_change = on_change
-        self._on_notification = on_notification
-        self.catalog: ServerCatalog | None = None
-        self.state = "starting"
-        self.last_error: str | None = None
-        self.restarts = 0
         self.started_total = 0
         self.warm: list[Instance] = []
         self._slots = trio.Semaphore(self.max_instances)  # bounds instances, warm ones included
-        self._nursery: trio.Nursery | None = None
         self._refill_wakeup = trio.Event()
 
     @property
     def instances(self) -> int:
         """Instances holding a slot: starting, warm, serving or still stopping."""
         return self.max_instances - self._slots.value
-
-    def _notification(self, msg: Message) -> None:
-        if self._on_notification is not None:
-            self._on_notification(self.name, msg)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -125,9 +110,7 @@ class PooledBackend:
         """Start one instance (fetching the catalog if there is none yet). Raises StartError."""
         assert self._nursery is not None
         needs_catalog = self.catalog is None
-        fetch = (lambda conn, cat: fetch_catalog(conn, cat, self.start_timeout)) if needs_catalog else None
-        instance = Instance(self.name, self.launcher, start_timeout=self.start_timeout,
-                            max_message=self._max_message, on_notification=self._notification, fetch=fetch)
+        instance = self.new_instance(with_catalog=needs_catalog)
         if self._slots.value == 0:
             log.warning("%s: all %d instances busy; waiting for one to end", self.name, self.max_instances)
         try:
@@ -164,9 +147,6 @@ class PooledBackend:
 
     def reap_idle(self, cutoff: float) -> None:
         """Stop instances unused since ``cutoff`` (the warm pool is kept)."""
-
-    def session_ended(self, session: Any) -> None:
-        """Only the session lifecycle keeps per-session state."""
 
     async def _call_on(self, instance: Instance, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType,
                        timeout: float | None) -> Raw:

@@ -7,20 +7,18 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import trio
 from msgspec import Raw
 
 from ..protocol import jsonrpc
-from ..protocol.catalog import ServerCatalog, decode_list_page
+from ..protocol.catalog import ServerCatalog
 from ..protocol.jsonrpc import Message
+from .backend import BackendBase
 from .channel import Launcher
 from .connection import UpstreamConnection, UpstreamError, UpstreamGone
-from .instance import Instance, StartError
+from .instance import StartError, fetch_list
 
 log = logging.getLogger("mcp_gateway.upstream")
-
-_LIST_PAGE_CAP = 1000  # an upstream paginator that never ends cannot hang a refresh
 
 # notifications/<x>/list_changed -> the list to refetch
 _LIST_CHANGED = {
@@ -30,41 +28,7 @@ _LIST_CHANGED = {
 }
 
 
-async def fetch_list(conn: UpstreamConnection, kind: str, timeout: float) -> list[dict[str, Raw]]:
-    """Every entry of ``<kind>/list``, following upstream cursors."""
-    method = "resources/templates/list" if kind == "resource_templates" else f"{kind}/list"
-    entries: list[dict[str, Raw]] = []
-    cursor: str | None = None
-    for _ in range(_LIST_PAGE_CAP):
-        params = {"cursor": jsonrpc.raw(cursor)} if cursor else jsonrpc.UNSET
-        result = await conn.call(method, params, timeout=timeout)
-        try:
-            page, cursor = decode_list_page(result)
-        except msgspec.DecodeError as exc:  # upstream output is untrusted: one bad server stays contained
-            raise UpstreamError(jsonrpc.INTERNAL_ERROR,
-                                f"server {conn.name!r} sent an invalid {method} result: {exc}") from None
-        entries += page
-        if not cursor:
-            break
-    return entries
-
-
-async def fetch_catalog(conn: UpstreamConnection, catalog: ServerCatalog, timeout: float) -> None:
-    caps = catalog.capabilities
-    if "tools" in caps:
-        catalog.tools = await fetch_list(conn, "tools", timeout)
-    if "prompts" in caps:
-        catalog.prompts = await fetch_list(conn, "prompts", timeout)
-    if "resources" in caps:
-        catalog.resources = await fetch_list(conn, "resources", timeout)
-        try:
-            catalog.resource_templates = await fetch_list(conn, "resource_templates", timeout)
-        except UpstreamError as exc:
-            if exc.code != jsonrpc.METHOD_NOT_FOUND:
-                raise
-
-
-class ServerSupervisor:
+class ServerSupervisor(BackendBase):
     """One long-lived instance of a server, shared by every client session.
 
     ``catalog`` is the last one fetched (kept across restarts so the aggregate does
@@ -72,35 +36,16 @@ class ServerSupervisor:
     ``on_notification(name, msg)`` for every other upstream notification.
     """
 
-    def __init__(
-        self,
-        name: str,
-        launcher: Launcher,
-        *,
-        start_timeout: float = 30.0,
-        call_timeout: float = 60.0,
-        backoff: float = 0.5,
-        backoff_max: float = 30.0,
-        max_message: int = 16 * 1024 * 1024,
-        on_change: Callable[[str], None] | None = None,
-        on_notification: Callable[[str, Message], None] | None = None,
-    ) -> None:
-        self.name = name
-        self.launcher = launcher
-        self.start_timeout = start_timeout
-        self.call_timeout = call_timeout
+    def __init__(self, name: str, launcher: Launcher, *, start_timeout: float = 30.0, call_timeout: float = 60.0,
+                 backoff: float = 0.5, backoff_max: float = 30.0, max_message: int = 16 * 1024 * 1024,
+                 on_change: Callable[[str], None] | None = None,
+                 on_notification: Callable[[str, Message], None] | None = None) -> None:
+        super().__init__(name, launcher, start_timeout=start_timeout, call_timeout=call_timeout,
+                         max_message=max_message, on_change=on_change, on_notification=on_notification)
         self._backoff = backoff
         self._backoff_max = backoff_max
-        self._max_message = max_message
-        self._on_change = on_change
-        self._on_notification = on_notification
-        self.catalog: ServerCatalog | None = None
-        self.state = "starting"
-        self.last_error: str | None = None
-        self.restarts = 0
         self._conn: UpstreamConnection | None = None
         self._ready = trio.Event()
-        self._nursery: trio.Nursery | None = None
         self._refresh_pending: set[str] = set()
         self._start_failed = False
 
@@ -125,9 +70,7 @@ class ServerSupervisor:
     async def _lifetime(self, task_status: trio.TaskStatus[None] | None) -> bool:
         """Start, initialize and serve one instance; True if it became ready."""
         self.state = "starting"
-        instance = Instance(self.name, self.launcher, start_timeout=self.start_timeout,
-                            max_message=self._max_message, on_notification=self._notification,
-                            fetch=lambda conn, cat: fetch_catalog(conn, cat, self.start_timeout))
+        instance = self.new_instance(with_catalog=True)
         assert self._nursery is not None
         try:
             await self._nursery.start(instance.run)
@@ -172,9 +115,6 @@ class ServerSupervisor:
                 raise UpstreamGone(self.last_error or f"server {self.name!r} is not running")
             await self._ready.wait()
 
-    def session_ended(self, session: object) -> None:
-        """Shared servers outlive sessions."""
-
     async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET,
                    *, session: object = None, timeout: float | None = None) -> Raw:
         """Call the server, waiting for it to be up; the whole call obeys ``timeout``."""
@@ -201,8 +141,8 @@ class ServerSupervisor:
         kind = _LIST_CHANGED.get(msg.method) if isinstance(msg.method, str) else None
         if kind is not None:
             self._schedule_refresh(kind)
-        elif self._on_notification is not None:
-            self._on_notification(self.name, msg)
+        else:
+            super()._notification(msg)
 
     def _schedule_refresh(self, kind: str) -> None:
         if kind in self._refresh_pending or self._nursery is None:
