@@ -2,7 +2,7 @@
 # sandboxed MCP servers as sibling containers:
 #
 #   scripts/build-image                      # prepares build/site, then docker build
-#   docker run --rm --network host -v /var/run/docker.sock:/var/run/docker.sock \
+#   docker run --rm --init --network host -v /var/run/docker.sock:/var/run/docker.sock \
 #       -v $PWD/config:/etc/mcp-gateway:ro mcp-gateway:latest
 #
 # Python packages are installed on the host into build/site (pip --target, wheels only)

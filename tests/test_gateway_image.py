@@ -31,7 +31,7 @@ async def test_gateway_image_serves_a_sandboxed_server(docker_client: docker.Doc
     port = _free_port()
     (tmp_path / "c.yaml").write_text(f"listen: {{port: {port}}}\nservers:\n  clock: {{image: {TIME_IMAGE!r}}}\n")
     container = docker_client.containers.run(
-        TAG, ["run", "--config", "/etc/mcp-gateway/c.yaml"], detach=True, network_mode="host",
+        TAG, ["run", "--config", "/etc/mcp-gateway/c.yaml"], detach=True, network_mode="host", init=True,
         volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock"}, str(tmp_path): {
             "bind": "/etc/mcp-gateway", "mode": "ro"}})
     try:
