@@ -283,3 +283,20 @@ async def test_batch_items_are_tracked_like_requests(http: HTTPClient) -> None:
 async def test_healthz_is_behind_the_origin_check(http: HTTPClient) -> None:
     assert (await http.request("GET", "/healthz", headers={"origin": "https://evil.example"})).status == 403
     assert (await http.request("GET", "/healthz")).status == 200
+
+
+async def test_cors_for_allowed_browser_origins(http: HTTPClient) -> None:
+    origin = "http://localhost:6274"
+    preflight = await http.request("OPTIONS", "/mcp", headers={
+        "origin": origin, "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type, mcp-session-id"})
+    assert preflight.status == 204
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert "mcp-session-id" in preflight.headers["access-control-allow-headers"]
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}
+    reply = await http.post("/mcp", init, headers={"origin": origin})
+    assert reply.headers["access-control-allow-origin"] == origin
+    assert reply.headers["access-control-expose-headers"] == "mcp-session-id"
+    evil = await http.request("OPTIONS", "/mcp", headers={"origin": "https://evil.example"})
+    assert evil.status == 403 and "access-control-allow-origin" not in evil.headers

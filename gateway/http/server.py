@@ -67,7 +67,7 @@ class Limits:
 class Responder:
     """Writes one response: either :meth:`send` whole, or :meth:`start` + :meth:`write`\\* + :meth:`end`."""
 
-    __slots__ = ("_conn", "_stream", "started", "finished", "close_after")
+    __slots__ = ("_conn", "_stream", "started", "finished", "close_after", "extra_headers")
 
     def __init__(self, conn: h11.Connection, stream: trio.abc.Stream) -> None:
         self._conn = conn
@@ -75,9 +75,12 @@ class Responder:
         self.started = False
         self.finished = False
         self.close_after = False
+        self.extra_headers: Headers | None = None  # added to whatever response is sent (e.g. CORS)
 
     async def send(self, status: int, headers: Headers, body: bytes = b"") -> None:
         headers = [*headers, (b"content-length", b"%d" % len(body))]
+        if self.extra_headers:
+            headers += self.extra_headers
         if self.close_after:
             headers.append((b"connection", b"close"))
         conn = self._conn
@@ -93,6 +96,8 @@ class Responder:
 
     async def start(self, status: int, headers: Headers) -> None:
         """Begin a streamed (chunked) response, e.g. Server-Sent Events."""
+        if self.extra_headers:
+            headers = [*headers, *self.extra_headers]
         if self.close_after:
             headers = [*headers, (b"connection", b"close")]
         out = self._conn.send(h11.Response(status_code=status, headers=headers))

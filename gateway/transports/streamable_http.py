@@ -32,6 +32,12 @@ JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 SSE_HEADERS: Headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                         (b"x-accel-buffering", b"no")]
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_PREFLIGHT_HEADERS: Headers = [
+    (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+    (b"access-control-allow-headers",
+     b"content-type, accept, authorization, mcp-session-id, mcp-protocol-version, last-event-id"),
+    (b"access-control-max-age", b"600"),
+]
 _KEEPALIVE = 15.0
 _batch_decoder = msgspec.json.Decoder(list[Raw])
 
@@ -109,9 +115,14 @@ class StreamableHTTPTransport:
         self.extra = extra
 
     async def __call__(self, request: Request, responder: Responder) -> None:
-        if not self.origins.origin_ok(request.header(b"origin")):
+        origin = request.header(b"origin")
+        if not self.origins.origin_ok(origin):
             await _error(responder, 403, None, INVALID_REQUEST, "Forbidden: Origin not allowed")
             return
+        if origin is not None:
+            # An allowed browser origin may read our answers and the session id (CORS).
+            responder.extra_headers = [(b"access-control-allow-origin", origin),
+                                       (b"access-control-expose-headers", b"mcp-session-id"), (b"vary", b"origin")]
         if not self.origins.host_ok(request.header(b"host")):
             await _error(responder, 403, None, INVALID_REQUEST, "Forbidden: Host not allowed")
             return
@@ -129,8 +140,10 @@ class StreamableHTTPTransport:
             await self._get(route, request, responder)
         elif method == b"DELETE":
             await self._delete(request, responder)
+        elif method == b"OPTIONS":  # CORS preflight (its Origin passed the check above)
+            await responder.send(204, _PREFLIGHT_HEADERS, b"")
         else:
-            await responder.send(405, [(b"allow", b"GET, POST, DELETE")], b"")
+            await responder.send(405, [(b"allow", b"GET, POST, DELETE, OPTIONS")], b"")
 
     # -- POST -------------------------------------------------------------------------
     async def _post(self, route: Route, request: Request, responder: Responder) -> None:
