@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +21,11 @@ class Session:
     """One MCP client session. Slim on purpose: an idle session costs a few hundred bytes."""
 
     __slots__ = ("id", "route", "version", "client_info", "client_capabilities", "last_used",
-                 "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped", "streams")
+                 "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped", "streams",
+                 "_lru")
 
     def __init__(self, session_id: str, route: Any, version: str, client_info: Any,
-                 client_capabilities: Any) -> None:
+                 client_capabilities: Any, lru: OrderedDict[str, Session] | None = None) -> None:
         self.id = session_id
         self.route = route
         self.version = version
@@ -37,6 +39,7 @@ class Session:
         self.closed = False
         self.dropped = 0
         self.streams = 0  # open GET streams
+        self._lru = lru  # the manager's sessions, least recently used first
 
     @property
     def busy(self) -> bool:
@@ -44,6 +47,8 @@ class Session:
 
     def touch(self) -> None:
         self.last_used = trio.current_time()
+        if self._lru is not None and self.id in self._lru:
+            self._lru.move_to_end(self.id)
 
     def outbox(self) -> trio.MemoryReceiveChannel[bytes]:
         """The receiving end of the server-to-client stream (created on first GET)."""
@@ -87,7 +92,7 @@ class SessionManager:
                  on_close: Callable[[Session], None] | None = None) -> None:
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
-        self._sessions: dict[str, Session] = {}
+        self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
         self._on_close = on_close
         self.created_total = 0
         self.expired_total = 0
@@ -109,16 +114,17 @@ class SessionManager:
         if len(self._sessions) >= self.max_sessions and not self._evict_one():
             return None
         session_id = secrets.token_urlsafe(24)  # 192 bits: unguessable, visible ASCII only
-        session = Session(session_id, route, version, client_info, client_capabilities)
+        session = Session(session_id, route, version, client_info, client_capabilities, self._sessions)
         self._sessions[session_id] = session
         self.created_total += 1
         return session
 
     def _evict_one(self) -> bool:
-        idle = [s for s in self._sessions.values() if not s.busy]
-        if not idle:
+        # The order is least recently used first, so the first idle one is the victim:
+        # usually found at once (no scan of every session per initialize at the limit).
+        victim = next((s for s in self._sessions.values() if not s.busy), None)
+        if victim is None:
             return False
-        victim = min(idle, key=lambda s: s.last_used)
         log.warning("at max_sessions (%d): ending the least recently used idle session %s…",
                     self.max_sessions, victim.id[:8])
         self.evicted_total += 1

@@ -286,7 +286,7 @@ async def test_healthz_is_behind_the_origin_check(http: HTTPClient) -> None:
 
 
 async def test_cors_for_allowed_browser_origins(http: HTTPClient) -> None:
-    origin = "http://localhost:6274"
+    origin = "https://app.example.com"  # configured in allowed_origins
     preflight = await http.request("OPTIONS", "/mcp", headers={
         "origin": origin, "access-control-request-method": "POST",
         "access-control-request-headers": "content-type, mcp-session-id"})
@@ -298,5 +298,8 @@ async def test_cors_for_allowed_browser_origins(http: HTTPClient) -> None:
     reply = await http.post("/mcp", init, headers={"origin": origin})
     assert reply.headers["access-control-allow-origin"] == origin
     assert reply.headers["access-control-expose-headers"] == "mcp-session-id"
+    # a localhost page may send, but is not trusted to read answers unless configured
+    local = await http.post("/mcp", init, headers={"origin": "http://localhost:3000"})
+    assert local.status == 200 and "access-control-allow-origin" not in local.headers
     evil = await http.request("OPTIONS", "/mcp", headers={"origin": "https://evil.example"})
     assert evil.status == 403 and "access-control-allow-origin" not in evil.headers

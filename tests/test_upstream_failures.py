@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.helpers import PY, HTTPClient, Running, config, running_gateway, sdk_server
+from tests.helpers import PY, SDK_SERVER, HTTPClient, Running, config, running_gateway, sdk_server
 
 
 @pytest.fixture
@@ -126,3 +127,42 @@ async def test_server_that_exits_during_initialize_is_reported_not_fatal() -> No
         assert dies.restarts >= 2
         async with Client(gw.url, mode="legacy") as client:
             assert (await client.call_tool("sdk__echo", {"text": "still"})).content[0].text == "still"
+
+
+async def test_calls_waiting_for_a_restart_that_fails_are_told_at_once(tmp_path: Path) -> None:
+    marker = tmp_path / "started-once"
+    once = ("import os, runpy, sys\n"
+            f"marker = {str(marker)!r}\n"
+            "if os.path.exists(marker):\n"
+            "    sys.exit(1)  # every start after the first fails\n"
+            "open(marker, 'w').close()\n"
+            f"sys.argv = ['sdk_server', 'sdk']\nrunpy.run_path({SDK_SERVER!r}, run_name='__main__')\n")
+    cfg = config({"sdk": {"command": PY, "args": ["-c", once], "call_timeout": "30s",
+                          "restart_backoff": "300ms"}})
+    async with running_gateway(cfg) as gw:
+        async with Client(gw.url, mode="legacy") as client:
+            with pytest.raises(MCPError):
+                await client.call_tool("sdk__crash", {"code": 1})
+            started = trio.current_time()
+            with pytest.raises(MCPError) as info:  # waits for the restart, which fails
+                await client.call_tool("sdk__echo", {"text": "x"})
+            assert trio.current_time() - started < 5  # not the 30 s call timeout
+            assert "exited with status 1 while starting" in info.value.error.message
+
+
+async def test_a_server_that_dies_right_after_initialize_backs_off() -> None:
+    # Answers initialize, then exits: a crash loop that must not restart at full speed.
+    flapping = ("import json, sys, time\n"
+                "req = json.loads(sys.stdin.readline())\n"
+                "print(json.dumps({'jsonrpc': '2.0', 'id': req['id'], 'result': {\n"
+                "    'protocolVersion': '2025-11-25', 'capabilities': {}, 'serverInfo': {'name': 'f', 'version': '1'}}}),"
+                " flush=True)\n"
+                "time.sleep(0.05)\n")
+    cfg = config({"flap": {"command": PY, "args": ["-c", flapping], "restart_backoff": "20ms",
+                           "restart_backoff_max": "1s"}})
+    async with running_gateway(cfg) as gw:
+        sup = gw.gateway.supervisors["flap"]
+        with trio.fail_after(10):
+            while sup.restarts < 4:
+                await trio.sleep(0.01)
+        assert sup.backoff_delay >= 0.16  # 20 ms doubled at least three times

@@ -73,6 +73,12 @@ class OriginPolicy:
             return False
         return host in _LOOPBACK_HOSTS
 
+    def may_read(self, origin: bytes) -> bool:
+        """Whether a browser page from ``origin`` may read our answers (CORS): only origins
+        configured in allowed_origins. Localhost pages may send, but any local web page
+        (a dev server, another app) is not trusted to read session ids by default."""
+        return self.any_origin or origin.decode("latin-1").rstrip("/") in self.origins
+
     def host_ok(self, host: bytes | None) -> bool:
         if not self.check_host or host is None:
             return True
@@ -119,8 +125,8 @@ class StreamableHTTPTransport:
         if not self.origins.origin_ok(origin):
             await _error(responder, 403, None, INVALID_REQUEST, "Forbidden: Origin not allowed")
             return
-        if origin is not None:
-            # An allowed browser origin may read our answers and the session id (CORS).
+        if origin is not None and self.origins.may_read(origin):
+            # A configured browser origin may read our answers and the session id (CORS).
             responder.extra_headers = [(b"access-control-allow-origin", origin),
                                        (b"access-control-expose-headers", b"mcp-session-id"), (b"vary", b"origin")]
         if not self.origins.host_ok(request.header(b"host")):

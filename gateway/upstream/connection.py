@@ -144,7 +144,10 @@ class UpstreamConnection:
         return response.result
 
     async def notify(self, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET) -> None:
-        await self._send.send(jsonrpc.encode(jsonrpc.notification(method, params)))
+        try:
+            await self._send.send(jsonrpc.encode(jsonrpc.notification(method, params)))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running") from None
 
     def _notify_nowait(self, method: str, params: dict[str, Raw]) -> None:
         try:

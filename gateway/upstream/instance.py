@@ -76,11 +76,17 @@ async def fetch_catalog(conn: UpstreamConnection, catalog: ServerCatalog, timeou
         catalog.prompts = await fetch_list(conn, "prompts", timeout)
     if "resources" in caps:
         catalog.resources = await fetch_list(conn, "resources", timeout)
-        try:
-            catalog.resource_templates = await fetch_list(conn, "resource_templates", timeout)
-        except UpstreamError as exc:
-            if exc.code != jsonrpc.METHOD_NOT_FOUND:
-                raise
+        catalog.resource_templates = await fetch_templates(conn, timeout)
+
+
+async def fetch_templates(conn: UpstreamConnection, timeout: float) -> list[dict[str, Raw]]:
+    """Resource templates; none for a server that does not implement the method."""
+    try:
+        return await fetch_list(conn, "resource_templates", timeout)
+    except UpstreamError as exc:
+        if exc.code != jsonrpc.METHOD_NOT_FOUND:
+            raise
+        return []
 
 
 class Instance:

@@ -45,6 +45,7 @@ class PooledBackend(BackendBase):
         self.warm: list[Instance] = []
         self._slots = trio.Semaphore(self.max_instances)  # bounds instances, warm ones included
         self._refill_wakeup = trio.Event()
+        self._available = trio.Event()  # set and replaced when a slot frees or a warm instance arrives
 
     @property
     def instances(self) -> int:
@@ -63,9 +64,16 @@ class PooledBackend(BackendBase):
             await self._reap_loop()
 
     async def _start_warm(self) -> None:
-        instance = await self._start()
+        """Start one instance for the pool (or for the catalog), only if a slot is free now:
+        the pool never queues for slots in front of callers."""
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            return
+        instance = await self._start_holding_slot()
         if self.pool_size > 0:
             self.warm.append(instance)
+            self._signal_available()
         else:
             instance.stop()
 
@@ -74,11 +82,12 @@ class PooledBackend(BackendBase):
         (backing off while starts fail)."""
         delay = 0.5
         while True:
-            # A fresh event before looking: an instance taken while we refill sets it, and
-            # the loop goes round again at once instead of at the next 5 s check.
+            # A fresh event before looking: an instance taken or a slot freed while we refill
+            # sets it, and the loop goes round again at once instead of at the next 5 s check.
             wakeup = self._refill_wakeup = trio.Event()
             self.warm = [i for i in self.warm if i.alive]
             missing = max(self.pool_size - len(self.warm), 1 if self.catalog is None else 0)
+            missing = min(missing, self._slots.value)  # never more than the free slots
             if missing:
                 failures = 0
 
@@ -103,22 +112,30 @@ class PooledBackend(BackendBase):
 
     async def _run_instance(self, instance: Instance, *,
                             task_status: trio.TaskStatus[Instance] = trio.TASK_STATUS_IGNORED) -> None:
-        async with self._slots:  # held for the instance's whole life
+        """Run an instance whose slot the caller acquired; the slot is freed when it ends."""
+        try:
             await instance.run(task_status=task_status)
+        finally:
+            self._slots.release()
+            self._refill_wakeup.set()
+            self._signal_available()
 
-    async def _start(self) -> Instance:
-        """Start one instance (fetching the catalog if there is none yet). Raises StartError."""
+    def _signal_available(self) -> None:
+        """Wake every caller waiting for a slot or a warm instance."""
+        self._available.set()
+        self._available = trio.Event()
+
+    async def _start_holding_slot(self) -> Instance:
+        """Start one instance in an acquired slot (fetching the catalog if there is none yet).
+
+        Its own ``start_timeout`` bounds the start. Raises StartError.
+        """
         assert self._nursery is not None
         needs_catalog = self.catalog is None
         instance = self.new_instance(with_catalog=needs_catalog)
-        if self._slots.value == 0:
-            log.warning("%s: all %d instances busy; waiting for one to end", self.name, self.max_instances)
         try:
-            with trio.fail_after(self.call_timeout):
-                await self._nursery.start(self._run_instance, instance)
-        except trio.TooSlowError:
-            raise StartError(f"server {self.name!r} is at its limit of {self.max_instances} instances") from None
-        except StartError as exc:
+            await self._nursery.start(self._run_instance, instance)
+        except StartError as exc:  # (the task has ended, and released the slot, by now)
             self.last_error = exc.message
             log.error("%s", exc.message)
             raise
@@ -131,13 +148,34 @@ class PooledBackend(BackendBase):
         return instance
 
     async def acquire(self) -> Instance:
-        """A ready instance: a warm one if there is one, else a cold start."""
-        while self.warm:
-            instance = self.warm.pop(0)
-            self._refill_wakeup.set()
-            if instance.alive:
-                return instance
-        return await self._start()
+        """A ready instance: a warm one if there is one, else a cold start in a free slot.
+
+        Waiting for a slot is bounded by ``call_timeout``; a warm instance that appears
+        meanwhile is taken instead.
+        """
+        have_slot = False
+        with trio.move_on_after(self.call_timeout):
+            while not have_slot:
+                while self.warm:
+                    instance = self.warm.pop(0)
+                    self._refill_wakeup.set()
+                    if instance.alive:
+                        return instance
+                try:
+                    self._slots.acquire_nowait()
+                    have_slot = True
+                except trio.WouldBlock:
+                    log.warning("%s: all %d instances busy; waiting for one", self.name, self.max_instances)
+                    await self._slot_or_warm()
+        if not have_slot:
+            self.last_error = f"server {self.name!r} is at its limit of {self.max_instances} instances"
+            raise StartError(self.last_error)
+        return await self._start_holding_slot()  # bounded by start_timeout, not call_timeout
+
+    async def _slot_or_warm(self) -> None:
+        """Wait until a slot is freed or a warm instance is added (either may serve us)."""
+        if self._slots.value == 0 and not self.warm:
+            await self._available.wait()
 
     async def _reap_loop(self) -> None:
         interval = max(0.05, min(10.0, self.idle_timeout / 4))

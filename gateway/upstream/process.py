@@ -124,10 +124,11 @@ async def _wait_stopped(process: trio.Process, pgid: int, timeout: float) -> boo
     """Wait up to ``timeout`` for the child to exit and its process group to empty; say if it did."""
     with trio.move_on_after(timeout):
         await process.wait()
-        # Grandchildren are not ours to wait() on, and nothing signals that a group emptied: poll.
-        while _group_alive(pgid):  # noqa: ASYNC110
+        # Grandchildren are not ours to wait() on, and nothing signals that a group emptied: poll
+        # (in a thread: the zombie check reads all of /proc, which must not stall the event loop).
+        while await trio.to_thread.run_sync(_group_alive, pgid):  # noqa: ASYNC110
             await trio.sleep(0.05)
-    return process.returncode is not None and not _group_alive(pgid)
+    return process.returncode is not None and not await trio.to_thread.run_sync(_group_alive, pgid)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
 
 import trio
 from msgspec import Raw
@@ -16,9 +15,11 @@ from ..protocol.jsonrpc import Message
 from .backend import BackendBase
 from .channel import Launcher
 from .connection import UpstreamConnection, UpstreamError, UpstreamGone
-from .instance import StartError, fetch_list
+from .instance import StartError, fetch_list, fetch_templates
 
 log = logging.getLogger("mcp_gateway.upstream")
+
+_HEALTHY_UPTIME = 10.0  # seconds a server must stay up for its restart backoff to reset
 
 # notifications/<x>/list_changed -> the list to refetch
 _LIST_CHANGED = {
@@ -44,9 +45,11 @@ class ServerSupervisor(BackendBase):
                          max_message=max_message, on_change=on_change, on_notification=on_notification)
         self._backoff = backoff
         self._backoff_max = backoff_max
+        self.backoff_delay = backoff  # the wait before the latest restart
         self._conn: UpstreamConnection | None = None
         self._ready = trio.Event()
-        self._refresh_pending: set[str] = set()
+        self._refreshing: set[str] = set()
+        self._refresh_dirty: set[str] = set()
         self._start_failed = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -56,12 +59,17 @@ class ServerSupervisor(BackendBase):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             while True:
-                healthy = await self._lifetime(task_status if first else None)
+                started_at = trio.current_time()
+                ready = await self._lifetime(task_status if first else None)
                 first = False
                 self.restarts += 1
+                # Only a run that lasted resets the backoff: one that dies right after
+                # initialize is a crash loop and must back off like a failed start.
+                healthy = ready and trio.current_time() - started_at >= min(_HEALTHY_UPTIME, self._backoff_max)
                 if healthy:
-                    delay = self._backoff  # it ran: the next failure streak starts over
-                self.state = "backoff" if healthy else "failed"
+                    delay = self._backoff
+                self.state = "backoff" if ready else "failed"
+                self.backoff_delay = delay
                 log.info("%s: restarting in %.1fs", self.name, delay)
                 await trio.sleep(delay)
                 if not healthy:
@@ -79,6 +87,9 @@ class ServerSupervisor(BackendBase):
             log.error("%s", self.last_error)
             self._start_failed = True
             self.state = "failed"
+            # Wake calls that were waiting for this (re)start: they fail now with the reason.
+            self._ready.set()
+            self._ready = trio.Event()
             if task_status is not None:
                 task_status.started()
             return False
@@ -145,28 +156,35 @@ class ServerSupervisor(BackendBase):
             super()._notification(msg)
 
     def _schedule_refresh(self, kind: str) -> None:
-        if kind in self._refresh_pending or self._nursery is None:
-            return  # coalesce bursts: one refresh covers them
-        self._refresh_pending.add(kind)
-        self._nursery.start_soon(self._refresh, kind)
+        """One refresh loop per list kind: bursts coalesce, and two refreshes of one list
+        never overlap (an older answer landing last would undo a newer one)."""
+        self._refresh_dirty.add(kind)
+        if kind not in self._refreshing and self._nursery is not None:
+            self._refreshing.add(kind)
+            self._nursery.start_soon(self._refresh_loop, kind)
+
+    async def _refresh_loop(self, kind: str) -> None:
+        try:
+            while kind in self._refresh_dirty:
+                self._refresh_dirty.discard(kind)
+                await self._refresh(kind)
+        finally:
+            self._refreshing.discard(kind)
 
     async def _refresh(self, kind: str) -> None:
-        self._refresh_pending.discard(kind)
         conn, catalog = self._conn, self.catalog
         if conn is None or catalog is None:
             return
         try:
             entries = await fetch_list(conn, kind, self.call_timeout)
-            extra: Any = None
-            if kind == "resources" and "resources" in catalog.capabilities:
-                extra = await fetch_list(conn, "resource_templates", self.call_timeout)
+            templates = await fetch_templates(conn, self.call_timeout) if kind == "resources" else None
         except UpstreamError as exc:
             log.warning("%s: refreshing %s failed: %s", self.name, kind, exc.message)
             return
         if self._conn is not conn or self.catalog is None:
             return  # restarted meanwhile: the new instance fetched its own catalog
-        new = ServerCatalog(**vars(self.catalog))  # the current one: a concurrent refresh may have landed
+        new = ServerCatalog(**vars(self.catalog))  # the current one: another kind's refresh may have landed
         setattr(new, kind, entries)
-        if extra is not None:
-            new.resource_templates = extra
+        if templates is not None:
+            new.resource_templates = templates
         self._set_catalog(new)
