@@ -26,6 +26,20 @@ def sdk_server(name: str = "sdk", **extra: Any) -> dict[str, Any]:
     return {"command": PY, "args": [SDK_SERVER, name], **extra}
 
 
+def flaky_sdk_server(marker: Path, *, first_start_fails: bool, **extra: Any) -> dict[str, Any]:
+    """The SDK test server behind a start-up check: either only its first start fails, or
+    only its first start succeeds (``marker`` records that a first start happened)."""
+    condition = "not os.path.exists(marker)" if first_start_fails else "os.path.exists(marker)"
+    script = ("import os, runpy, sys\n"
+              f"marker = {str(marker)!r}\n"
+              f"failing = {condition}\n"
+              "open(marker, 'a').close()\n"
+              "if failing:\n"
+              "    sys.exit(1)\n"
+              f"sys.argv = ['sdk_server', 'sdk']\nrunpy.run_path({SDK_SERVER!r}, run_name='__main__')\n")
+    return {"command": PY, "args": ["-c", script], **extra}
+
+
 def time_server(**extra: Any) -> dict[str, Any]:
     return {"command": PY, "args": ["-m", "mcp_server_time"], **extra}
 

@@ -14,7 +14,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from gateway.upstream.lifecycle import CallBackend, SessionBackend
-from tests.helpers import PY, SDK_SERVER, HTTPClient, config, running_gateway, sdk_server
+from tests.helpers import HTTPClient, config, flaky_sdk_server, running_gateway, sdk_server
 
 
 async def _pid(client: Client) -> int:
@@ -107,14 +107,7 @@ async def test_max_instances_bounds_cold_starts() -> None:
 
 
 async def test_catalog_is_fetched_once_a_start_succeeds(tmp_path: Path) -> None:
-    marker = tmp_path / "first-start-done"
-    flaky = ("import os, runpy, sys\n"
-             f"marker = {str(marker)!r}\n"
-             "if not os.path.exists(marker):\n"
-             "    open(marker, 'w').close()\n"
-             "    sys.exit(1)  # the first start fails\n"
-             f"sys.argv = ['sdk_server', 'sdk']\nrunpy.run_path({SDK_SERVER!r}, run_name='__main__')\n")
-    cfg = config({"sdk": {"command": PY, "args": ["-c", flaky], "lifecycle": "call"}})
+    cfg = config({"sdk": flaky_sdk_server(tmp_path / "started", first_start_fails=True, lifecycle="call")})
     async with running_gateway(cfg) as gw:
         backend = gw.gateway.supervisors["sdk"]
         assert backend.catalog is None and backend.state == "failed"

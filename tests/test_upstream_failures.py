@@ -12,7 +12,7 @@ import trio
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.helpers import PY, SDK_SERVER, HTTPClient, Running, config, running_gateway, sdk_server
+from tests.helpers import PY, HTTPClient, Running, config, flaky_sdk_server, running_gateway, sdk_server
 
 
 @pytest.fixture
@@ -130,15 +130,8 @@ async def test_server_that_exits_during_initialize_is_reported_not_fatal() -> No
 
 
 async def test_calls_waiting_for_a_restart_that_fails_are_told_at_once(tmp_path: Path) -> None:
-    marker = tmp_path / "started-once"
-    once = ("import os, runpy, sys\n"
-            f"marker = {str(marker)!r}\n"
-            "if os.path.exists(marker):\n"
-            "    sys.exit(1)  # every start after the first fails\n"
-            "open(marker, 'w').close()\n"
-            f"sys.argv = ['sdk_server', 'sdk']\nrunpy.run_path({SDK_SERVER!r}, run_name='__main__')\n")
-    cfg = config({"sdk": {"command": PY, "args": ["-c", once], "call_timeout": "30s",
-                          "restart_backoff": "300ms"}})
+    cfg = config({"sdk": flaky_sdk_server(tmp_path / "started", first_start_fails=False, call_timeout="30s",
+                                          restart_backoff="300ms")})
     async with running_gateway(cfg) as gw:
         async with Client(gw.url, mode="legacy") as client:
             with pytest.raises(MCPError):
