@@ -316,6 +316,35 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def root_user_problem(user: str) -> str | None:
+    """Why a container ``user`` runs, or may run, as uid 0 or gid 0; None when it is safe.
+
+    A name resolves through the image's /etc/passwd or /etc/group, which we do not read, and a
+    uid alone gets the image's group for it (gid 0 when the image does not list the uid).
+    Shared by config validation and the sandbox profile, which checks specs built by code too.
+    """
+    name, sep, group = (part.strip() for part in user.partition(":"))
+    if not name or name in ("0", "root"):  # empty: whatever the image says, often root
+        return f"{user!r} runs as root (or as the image's user)"
+    if not _NUMERIC_ID.fullmatch(name):
+        return f"{user!r} names a user, whose uid (maybe 0) only the image's /etc/passwd knows"
+    uid = int(name)
+    if uid == 0:
+        return f"{user!r} runs as root (uid 0)"
+    if not sep or not group:
+        return (f"{user!r} sets no group, so the group comes from the image (gid 0 if the image does not "
+                f"list uid {uid})")
+    if not _NUMERIC_ID.fullmatch(group):
+        return f"{user!r} names a group, whose gid (maybe 0) only the image's /etc/group knows"
+    gid = int(group)
+    if gid == 0:
+        return f"{user!r} runs with group root (gid 0)"
+    for what, n in (("uid", uid), ("gid", gid)):
+        if not 0 < n <= _MAX_ID:
+            return f"{user!r}: {what} {n} is out of range (1..{_MAX_ID})"
+    return None
+
+
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     """Read and validate a config file: JSON if it ends in ``.json``, else YAML."""
     source = os.fspath(path)
@@ -410,19 +439,8 @@ _CLAUDE_KEYS: Final = ("command", "args", "env", "type")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_REF = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|file:/.+")
 _USER = re.compile(r"[a-zA-Z0-9_.-]+(?::[a-zA-Z0-9_.-]+)?")
-_ID = re.compile(r"[+-]?[0-9]+")  # as Docker (Go's Atoi) reads ids: +0, -0 and 000 are all 0
-
-
-def _numeric_user(user: str) -> bool:
-    """uid:gid, both numeric: only then do we know, without the image, who the process is."""
-    uid, _, gid = (p.strip() for p in user.partition(":"))
-    return bool(_ID.fullmatch(uid) and _ID.fullmatch(gid))
-
-
-def _is_root_user(user: str) -> bool:
-    """uid or gid 0 (or out of range) for a numeric ``user``."""
-    uid, gid = (int(p) for p in user.partition(":")[::2])
-    return not (0 < uid <= 2**31 - 1 and 0 < gid <= 2**31 - 1)
+_NUMERIC_ID = re.compile(r"[+-]?[0-9]+")  # as Docker (Go's Atoi) reads ids: +0, -0 and 000 are all 0
+_MAX_ID = 2**31 - 1  # Docker refuses larger ids; refusing them here keeps any 32-bit wrap to 0 out of play
 _NETWORK = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # no "container:<id>": that joins another's netns
 _CAPS: Final = frozenset(
     "AUDIT_CONTROL AUDIT_READ AUDIT_WRITE BLOCK_SUSPEND BPF CHECKPOINT_RESTORE CHOWN DAC_OVERRIDE "
@@ -499,13 +517,10 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
             raise bad(f"secrets.{name}", "also set in env; set it in one place")
     if not _USER.fullmatch(s.user):
         raise bad("user", f"invalid user {s.user!r} (use uid[:gid] or name[:group], e.g. 65534:65534)")
-    if not s.allow_root:
-        if not _numeric_user(s.user):
-            raise bad("user", f"{s.user!r}: use a numeric uid:gid such as 65534:65534 (a name or a missing "
-                              "group may resolve to root in the image), or set allow_root: true")
-        if _is_root_user(s.user):
-            raise bad("user", f"{s.user!r} runs as root (uid or gid 0) or is out of range; "
-                              "set allow_root: true if you really mean it")
+    problem = None if s.allow_root else root_user_problem(s.user)
+    if problem:
+        raise bad("user", f"{problem}; use a numeric non-root uid:gid such as 65534:65534, "
+                          "or set allow_root: true if you really mean it")
     if not _NETWORK.fullmatch(s.network):
         raise bad("network", f"invalid network {s.network!r} (none, host or a network's name)")
     for i, m in enumerate(s.mounts):
@@ -792,7 +807,7 @@ def describe(config: GatewayConfig) -> str:
         if s.kind != "container":
             continue
         c = s.limits
-        root = not _numeric_user(s.user) or _is_root_user(s.user)
+        root = root_user_problem(s.user) is not None
         lines += [
             f"    lifecycle: {s.lifecycle}, pool {s.pool}, max instances {s.max_instances}",
             f"    user: {s.user}{' (ROOT)' if root else ''}",

@@ -37,6 +37,8 @@ from typing import Any, NamedTuple
 
 from docker.types import LogConfig, Mount
 
+from gateway.config import root_user_problem
+
 MANAGED_LABEL = "io.mcp-gateway.managed"
 INSTANCE_LABEL = "io.mcp-gateway.instance"
 SERVER_LABEL = "io.mcp-gateway.server"
@@ -45,11 +47,6 @@ _OUR_LABEL_PREFIX = "io.mcp-gateway."
 MIB = 1024 * 1024
 #: Docker refuses memory limits below 6 MiB.
 _MIN_MEMORY = 6 * MIB
-_ROOT_USERS = {"0", "root"}
-#: A numeric user or group part as Docker (Go's ``strconv.Atoi``) reads it; ASCII digits only.
-_NUMERIC_ID = re.compile(r"[+-]?[0-9]+")
-#: Docker refuses larger ids; refusing them here too keeps any 32-bit wrap to 0 out of play.
-_MAX_ID = 2**31 - 1
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -115,43 +112,13 @@ def _check(spec: SandboxSpec) -> None:
         raise SandboxConfigError(f"env and secrets both set {sorted(overlap)}")
 
 
-def _numeric_id(part: str) -> int | None:
-    """The id a numeric user or group part means to Docker, which parses it with Go's ``Atoi``
-    (so ``+0``, ``-0`` and ``000`` are all 0); ``None`` for a name."""
-    return int(part) if _NUMERIC_ID.fullmatch(part) else None
-
-
 def _check_non_root(spec_user: str) -> None:
-    """Refuse a ``user`` that runs as uid 0 or gid 0, or that may: a name resolves through the
-    image's /etc/passwd or /etc/group, which we do not read, and a uid alone gets the image's
-    group for it, or gid 0 when the image does not list the uid."""
-    user, sep, group = (part.strip() for part in spec_user.partition(":"))
-    advice = "set a numeric non-root uid:gid such as '65534:65534', or allow_root: true to accept the risk"
-    # An empty user means "whatever the image says", which is often root.
-    if not user or user in _ROOT_USERS:
-        raise SandboxConfigError(f"user: {spec_user!r} runs as root (or as the image's user); {advice}")
-    uid = _numeric_id(user)
-    if uid is None:
+    """Refuse a ``user`` that runs as uid 0 or gid 0, or that may (the rule is the config's)."""
+    problem = root_user_problem(spec_user)
+    if problem:
         raise SandboxConfigError(
-            f"user: {spec_user!r} names a user, whose uid (maybe 0) only the image's /etc/passwd knows; {advice}"
-        )
-    if uid == 0:
-        raise SandboxConfigError(f"user: {spec_user!r} runs as root (uid 0); {advice}")
-    if not sep or not group:
-        raise SandboxConfigError(
-            f"user: {spec_user!r} sets no group, so the group comes from the image (gid 0 if the image "
-            f"does not list uid {uid}); {advice}"
-        )
-    gid = _numeric_id(group)
-    if gid is None:
-        raise SandboxConfigError(
-            f"user: {spec_user!r} names a group, whose gid (maybe 0) only the image's /etc/group knows; {advice}"
-        )
-    if gid == 0:
-        raise SandboxConfigError(f"user: {spec_user!r} runs with group root (gid 0); {advice}")
-    for what, n in (("uid", uid), ("gid", gid)):
-        if not 0 < n <= _MAX_ID:
-            raise SandboxConfigError(f"user: {spec_user!r}: {what} {n} is out of range (1..{_MAX_ID}); {advice}")
+            f"user: {problem}; set a numeric non-root uid:gid such as '65534:65534', "
+            "or allow_root: true to accept the risk")
 
 
 def container_name(server: str) -> str:
