@@ -6,9 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import trio
-from msgspec import Raw
 
 from .config import GatewayConfig, ServerConfig, resolve_secret
 from .http.server import HTTPServer, Limits, Request, Responder
@@ -162,7 +160,7 @@ class Gateway:
         elif method == "notifications/resources/updated":
             params = jsonrpc.decode_params(msg)
             uri_raw = params.get("uri")
-            uri = _decode_any(uri_raw) if uri_raw is not None else None
+            uri = jsonrpc.decode_any(uri_raw)
             if not isinstance(uri, str):
                 return
             data = jsonrpc.encode(msg)
@@ -173,7 +171,7 @@ class Gateway:
                         if session.subscriptions and uri in session.subscriptions:
                             session.push(data)
         elif method == "notifications/message":
-            params = _decode_any(msg.params)
+            params = jsonrpc.decode_any(None if msg.params is jsonrpc.UNSET else msg.params)
             level = params.get("level") if isinstance(params, dict) else None
             log.log(_LOG_LEVELS.get(str(level), logging.INFO), "[%s] %s", server,
                     params.get("data") if isinstance(params, dict) else params)
@@ -196,13 +194,6 @@ class Gateway:
             await responder.send(200, [(b"content-type", b"application/json")], body)
             return True
         return False
-
-
-def _decode_any(raw: Raw | Any) -> Any:
-    try:
-        return msgspec.json.decode(raw)
-    except (msgspec.DecodeError, TypeError):
-        return None
 
 
 def _host_for_url(host: str) -> str:

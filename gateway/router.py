@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from msgspec import UNSET, Raw
+from msgspec import Raw
 
 from .protocol import jsonrpc
 from .protocol.catalog import RouteCatalog, aggregate, entry_str
@@ -40,7 +40,6 @@ _CHANGED_NOTIFICATION = {
     "resources": "notifications/resources/list_changed",
     "resource_templates": "notifications/resources/list_changed",
 }
-_meta_decoder = msgspec.json.Decoder(dict[str, Raw])
 _str_decoder = msgspec.json.Decoder(str)
 
 
@@ -152,7 +151,7 @@ class Router:
             # Upstreams are shared between sessions: one client's level must not change
             # what others receive, so the level is accepted and upstream logs stay in our log.
             return jsonrpc.RAW_EMPTY_OBJECT
-        raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}", _id(msg))
+        raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}", jsonrpc.request_id(msg))
 
     def _list(self, route: Route, method: str, msg: Message) -> Raw:
         attr, key = _LISTS[method]
@@ -170,10 +169,10 @@ class Router:
         params = jsonrpc.decode_params(msg)
         name = _opt_str(params, "name", msg)
         if name is None:
-            raise ProtocolError(INVALID_PARAMS, f"Invalid params: missing {what} name", _id(msg))
+            raise ProtocolError(INVALID_PARAMS, f"Invalid params: missing {what} name", jsonrpc.request_id(msg))
         target = index.get(name)
         if target is None:
-            raise ProtocolError(INVALID_PARAMS, f"Unknown {what}: {name!r}", _id(msg))
+            raise ProtocolError(INVALID_PARAMS, f"Unknown {what}: {name!r}", jsonrpc.request_id(msg))
         server, upstream_name = target
         params["name"] = Raw(jsonrpc.encoder.encode(upstream_name))
         return await self._forward(route.servers[server], session, msg.method, params, emit)  # type: ignore[arg-type]
@@ -186,13 +185,13 @@ class Router:
     def _server_for_uri(self, route: Route, params: dict[str, Raw], msg: Message) -> str:
         uri = _opt_str(params, "uri", msg)
         if uri is None:
-            raise ProtocolError(INVALID_PARAMS, "Invalid params: missing uri", _id(msg))
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: missing uri", jsonrpc.request_id(msg))
         server = route.catalog.server_for_uri(uri)
         if server is None:
             with_resources = [n for n, s in route.servers.items()
                               if s.catalog is not None and "resources" in s.catalog.capabilities]
             if len(with_resources) != 1:
-                raise ProtocolError(INVALID_PARAMS, f"Unknown resource: {uri!r}", _id(msg))
+                raise ProtocolError(INVALID_PARAMS, f"Unknown resource: {uri!r}", jsonrpc.request_id(msg))
             server = with_resources[0]  # the only candidate may still know it (dynamic resources)
         return server
 
@@ -225,7 +224,7 @@ class Router:
             name = entry_str(ref, "name") or ""
             target = route.catalog.prompt_index.get(name)
             if target is None:
-                raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name!r}", _id(msg))
+                raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name!r}", jsonrpc.request_id(msg))
             ref["name"] = Raw(jsonrpc.encoder.encode(target[1]))
             server = target[0]
         elif kind == "ref/resource":
@@ -236,11 +235,11 @@ class Router:
                               and any(entry_str(t, "uriTemplate") == uri for t in s.catalog.resource_templates)),
                              None)
             if found is None:
-                raise ProtocolError(INVALID_PARAMS, f"Unknown resource template: {uri!r}", _id(msg))
+                raise ProtocolError(INVALID_PARAMS, f"Unknown resource template: {uri!r}", jsonrpc.request_id(msg))
             server = found
         else:
             raise ProtocolError(INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt or ref/resource",
-                                _id(msg))
+                                jsonrpc.request_id(msg))
         params["ref"] = Raw(jsonrpc.encoder.encode(ref))
         return await self._forward(route.servers[server], session, "completion/complete", params, None)
 
@@ -266,17 +265,13 @@ class Router:
                 self.progress.release(token)
 
 
-def _id(msg: Message) -> jsonrpc.RequestId | None:
-    return None if msg.id is UNSET else msg.id
-
-
 def _object(value: Raw, key: str, msg: Message | None) -> dict[str, Raw]:
     """A params member that must be a JSON object, its members left raw."""
     try:
-        return _meta_decoder.decode(value)
+        return jsonrpc.raw_members(value)
     except msgspec.DecodeError:
         raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be an object",
-                            None if msg is None else _id(msg)) from None
+                            None if msg is None else jsonrpc.request_id(msg)) from None
 
 
 def _opt_str(params: dict[str, Raw], key: str, msg: Message) -> str | None:
@@ -286,5 +281,5 @@ def _opt_str(params: dict[str, Raw], key: str, msg: Message) -> str | None:
     try:
         return _str_decoder.decode(value)
     except msgspec.DecodeError:
-        raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be a string", _id(msg)) from None
+        raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be a string", jsonrpc.request_id(msg)) from None
 

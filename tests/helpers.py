@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SDK_SERVER = str(ROOT / "tests" / "servers" / "sdk_server.py")
 PY = sys.executable
 ACCEPT_BOTH = "application/json, text/event-stream"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (for tests that must know it before the server starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def sdk_server(name: str = "sdk", **extra: Any) -> dict[str, Any]:

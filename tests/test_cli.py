@@ -12,15 +12,10 @@ from pathlib import Path
 import trio
 from mcp import Client
 
-from tests.helpers import ROOT, SDK_SERVER, HTTPClient
+from tests.helpers import ROOT, SDK_SERVER, HTTPClient, free_port
 
 CLI = [sys.executable, "-m", "gateway.cli"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_check_prints_routes_and_tool_table() -> None:
@@ -53,7 +48,7 @@ async def test_run_claude_desktop_config_then_sigterm_drains_in_flight_call(tmp_
         "time": {"command": sys.executable, "args": ["-m", "mcp_server_time"]},
         "sdk": {"command": sys.executable, "args": [SDK_SERVER, "sdk"], "env": {}},
     }}))
-    port = _free_port()
+    port = free_port()
     proc = await trio.lowlevel.open_process([*CLI, "run", "--config", str(cfg), "--port", str(port)],
                                             stderr=subprocess.PIPE)
     try:

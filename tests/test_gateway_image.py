@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import docker
@@ -12,23 +11,18 @@ from mcp import Client
 
 from sandbox.gateway_bridge import IDENTITY_LABEL, default_identity
 from tests.conftest_docker import TIME_IMAGE
-from tests.helpers import ROOT, HTTPClient
+from tests.helpers import ROOT, HTTPClient, free_port
 
 pytestmark = pytest.mark.docker
 TAG = "mcp-gateway:test"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_gateway_image_serves_a_sandboxed_server(docker_client: docker.DockerClient, tmp_path: Path) -> None:
     build = await trio.run_process([str(ROOT / "scripts" / "build-image"), TAG], capture_stdout=True,
                                    capture_stderr=True, check=False)
     assert build.returncode == 0, build.stderr.decode()
-    port = _free_port()
+    port = free_port()
     (tmp_path / "c.yaml").write_text(f"listen: {{port: {port}}}\nservers:\n  clock: {{image: {TIME_IMAGE!r}}}\n")
     container = docker_client.containers.run(
         TAG, ["run", "--config", "/etc/mcp-gateway/c.yaml"], detach=True, network_mode="host", init=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from mcp.shared.exceptions import MCPError
 from gateway.upstream.lifecycle import CallBackend, SessionBackend
 from sandbox.gateway_bridge import IDENTITY_LABEL, default_identity
 from tests.conftest_docker import ECHO_IMAGE, TIME_IMAGE
-from tests.helpers import HTTPClient, config, running_gateway
+from tests.helpers import HTTPClient, config, free_port, running_gateway
 
 pytestmark = pytest.mark.docker
 
@@ -144,17 +143,12 @@ async def test_call_lifecycle_with_warm_pool(docker_client: docker.DockerClient)
         assert backend.started_total == started + 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 async def test_orphans_of_a_killed_gateway_are_removed_at_next_start(
     docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     cfg = tmp_path / "gw.yaml"
-    port = _free_port()
+    port = free_port()
     cfg.write_text(f"listen: {{port: {port}}}\nservers:\n  box: {json.dumps(BOX)}\n")
     cli = [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg)]
 

@@ -11,7 +11,7 @@ Note the union is ``Raw | UnsetType`` and never ``Raw | None``: msgspec treats
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 from msgspec import UNSET as UNSET
@@ -106,22 +106,23 @@ def _check_shape(msg: Message) -> None:
     if msg.method is not UNSET:
         if msg.result is not UNSET or msg.error is not UNSET:
             raise ProtocolError(INVALID_REQUEST, "Invalid request: a request cannot carry result or error",
-                                _id_or_none(msg))
+                                request_id(msg))
         if msg.id is None:
             raise ProtocolError(INVALID_REQUEST, "Invalid request: id must be a string or an integer")
         if msg.params is not UNSET and bytes(memoryview(msg.params)[:1]) != b"{":
             raise ProtocolError(INVALID_REQUEST, "Invalid request: params must be an object",
-                                _id_or_none(msg))
+                                request_id(msg))
         return
     if msg.result is not UNSET and msg.error is not UNSET:
-        raise ProtocolError(INVALID_REQUEST, "Invalid response: both result and error", _id_or_none(msg))
+        raise ProtocolError(INVALID_REQUEST, "Invalid response: both result and error", request_id(msg))
     if msg.result is UNSET and msg.error is UNSET:
-        raise ProtocolError(INVALID_REQUEST, "Invalid request: no method, result or error", _id_or_none(msg))
+        raise ProtocolError(INVALID_REQUEST, "Invalid request: no method, result or error", request_id(msg))
     if msg.id is UNSET:
         raise ProtocolError(INVALID_REQUEST, "Invalid response: missing id")
 
 
-def _id_or_none(msg: Message) -> RequestId | None:
+def request_id(msg: Message) -> RequestId | None:
+    """The message's id, or None when it has none (for error answers)."""
     return None if msg.id is UNSET or msg.id is None else msg.id
 
 
@@ -152,9 +153,24 @@ def decode_params(msg: Message) -> dict[str, Raw]:
     if msg.params is UNSET:
         return {}
     try:
-        return _raw_dict_decoder.decode(msg.params)
+        return raw_members(msg.params)
     except msgspec.DecodeError:
-        raise ProtocolError(INVALID_PARAMS, "Invalid params: expected an object", _id_or_none(msg)) from None
+        raise ProtocolError(INVALID_PARAMS, "Invalid params: expected an object", request_id(msg)) from None
+
+
+def raw_members(value: Raw | bytes) -> dict[str, Raw]:
+    """The members of a JSON object, each left raw. Raises msgspec.DecodeError if not an object."""
+    return _raw_dict_decoder.decode(value)
+
+
+def decode_any(value: Raw | None) -> Any:
+    """A small raw value as Python objects, or None if absent or not JSON."""
+    if value is None:
+        return None
+    try:
+        return _any_decoder.decode(value)
+    except msgspec.DecodeError:
+        return None
 
 
 def decode_raw(raw: Raw, type_: type | object = object) -> object:

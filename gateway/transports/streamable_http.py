@@ -183,7 +183,7 @@ class StreamableHTTPTransport:
         if session is None:
             return
         if session.route is not route:
-            await _error(responder, 404, _req_id(msg), INVALID_REQUEST, "Session belongs to another endpoint")
+            await _error(responder, 404, jsonrpc.request_id(msg), INVALID_REQUEST, "Session belongs to another endpoint")
             return
         if msg.is_request:
             await self._request(session, msg, responder, accepts_json, accepts_sse)
@@ -216,12 +216,12 @@ class StreamableHTTPTransport:
             await _error(responder, 400, None, INVALID_REQUEST, "initialize must be a request")
             return
         params = jsonrpc.decode_params(msg) if msg.params is not UNSET else {}
-        requested = _decode_or_none(params.get("protocolVersion"))
+        requested = jsonrpc.decode_any(params.get("protocolVersion"))
         version = mcp.negotiate_version(requested)
-        session = self.sessions.create(route, version, _decode_or_none(params.get("clientInfo")),
-                                       _decode_or_none(params.get("capabilities")))
+        session = self.sessions.create(route, version, jsonrpc.decode_any(params.get("clientInfo")),
+                                       jsonrpc.decode_any(params.get("capabilities")))
         if session is None:
-            await _error(responder, 503, _req_id(msg), jsonrpc.INTERNAL_ERROR,
+            await _error(responder, 503, jsonrpc.request_id(msg), jsonrpc.INTERNAL_ERROR,
                          "Too many sessions: the gateway is at its max_sessions limit")
             return
         route.sessions.add(session)
@@ -233,7 +233,7 @@ class StreamableHTTPTransport:
 
     async def _unsupported_version(self, msg: Message, version: bytes | None, responder: Responder) -> None:
         requested = version.decode("latin-1") if version is not None else "unknown"
-        await _error(responder, 400, _req_id(msg), jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+        await _error(responder, 400, jsonrpc.request_id(msg), jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
                      f"Unsupported protocol version {requested}: this gateway speaks the initialize "
                      f"handshake ({', '.join(mcp.HANDSHAKE_VERSIONS)})",
                      {"supported": list(mcp.HANDSHAKE_VERSIONS), "requested": requested})
@@ -241,11 +241,7 @@ class StreamableHTTPTransport:
     def _client_notification(self, session: Session, msg: Message) -> None:
         if msg.method == "notifications/cancelled":
             params = jsonrpc.decode_params(msg)
-            raw_id = params.get("requestId")
-            try:
-                request_id = msgspec.json.decode(raw_id) if raw_id is not None else None
-            except msgspec.DecodeError:
-                request_id = None
+            request_id = jsonrpc.decode_any(params.get("requestId"))
             scope = session.inflight.get(request_id) if isinstance(request_id, (int, str)) else None
             if scope is not None:
                 scope.cancel()
@@ -456,19 +452,6 @@ def _wants_progress(msg: Message) -> bool:
     except msgspec.DecodeError:
         return False
     return meta is not None and "progressToken" in meta
-
-
-def _req_id(msg: Message) -> jsonrpc.RequestId | None:
-    return msg.id if isinstance(msg.id, (int, str)) else None
-
-
-def _decode_or_none(value: Raw | None) -> Any:
-    if value is None:
-        return None
-    try:
-        return msgspec.json.decode(value)
-    except msgspec.DecodeError:
-        return None
 
 
 async def _error(responder: Responder, status: int, request_id: jsonrpc.RequestId | None, code: int,
