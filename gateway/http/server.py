@@ -361,7 +361,6 @@ class HTTPServer:
         await self.bind()
         listeners, self._listeners = self._listeners or [], None
         async with trio.open_nursery() as nursery:
-            self._connections_nursery = nursery
             nursery.start_soon(self._watchdog)
             with trio.CancelScope() as self._accept_scope:
                 task_status.started(self.port)

@@ -173,11 +173,6 @@ def decode_any(value: Raw | None) -> Any:
         return None
 
 
-def decode_raw(raw: Raw, type_: type | object = object) -> object:
-    """Decode one raw value (small values only: names, tokens, cursors)."""
-    return msgspec.json.decode(raw, type=type_)
-
-
 def raw(value: object) -> Raw:
     return Raw(encoder.encode(value))
 

@@ -15,12 +15,6 @@ BATCH_VERSIONS: Final = ("2025-03-26",)  # the one revision that allowed JSON-RP
 SESSION_HEADER: Final = b"mcp-session-id"
 VERSION_HEADER: Final = b"mcp-protocol-version"
 
-# Methods the gateway answers itself or routes. Anything else: -32601.
-ROUTED_BY_NAME: Final = frozenset({"tools/call", "prompts/get"})
-ROUTED_BY_URI: Final = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
-AGGREGATED: Final = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})
-LOCAL: Final = frozenset({"initialize", "ping", "logging/setLevel", "completion/complete"})
-
 
 def negotiate_version(requested: object) -> str:
     """The handshake answer: the client's version if we speak it, else our latest."""

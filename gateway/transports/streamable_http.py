@@ -111,7 +111,7 @@ class StreamableHTTPTransport:
     """The HTTP handler for every MCP endpoint of the gateway."""
 
     def __init__(self, routes: dict[str, Route], router: Router, sessions: SessionManager,
-                 origins: OriginPolicy, *, max_inflight: int, on_drain: Callable[[], None] | None = None,
+                 origins: OriginPolicy, *, max_inflight: int,
                  extra: Callable[[Request, Responder], Any] | None = None) -> None:
         self.paths = {("/mcp" if prefix == "/" else f"{prefix}/mcp"): route for prefix, route in routes.items()}
         self.router = router
