@@ -8,16 +8,19 @@ from typing import Any
 
 import trio
 
+from . import logsafe
 from .config import GatewayConfig, ServerConfig, resolve_secret
+from .http import fdlimit
 from .http.server import HTTPServer, Limits, Request, Responder
 from .protocol import jsonrpc
 from .protocol.jsonrpc import Message
 from .router import ProgressTable, Route, Router
-from .session import Session, SessionManager
+from .session import SHUTDOWN, Session, SessionManager
 from .transports.streamable_http import OriginPolicy, StreamableHTTPTransport
 from .upstream.backend import Backend
 from .upstream.channel import Launcher
 from .upstream.lifecycle import CallBackend, SessionBackend
+from .upstream.liveness import LivenessPolicy
 from .upstream.process import ProcessLauncher
 from .upstream.supervisor import ServerSupervisor
 
@@ -49,6 +52,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, host: str | None = None, port: int | None = None,
                  launcher_factory: LauncherFactory | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> None:
         self.config = config
+        logsafe.configure(rate=config.limits.upstream_log_rate, burst=config.limits.upstream_log_burst)
         self.host = host if host is not None else config.listen.host
         self.port = port if port is not None else config.listen.port
         self._launcher_factory = launcher_factory
@@ -60,20 +64,24 @@ class Gateway:
         self.progress = ProgressTable()
         self.router = Router(self.progress)
         self.sessions = SessionManager(max_sessions=config.limits.max_sessions,
+                                       max_per_peer=config.limits.max_sessions_per_peer,
                                        idle_timeout=config.timeouts.session_idle, on_close=self._session_closed)
         self.supervisors: dict[str, Backend] = {
             name: self._backend(name, server) for name, server in config.servers.items()}
         self.routes: dict[str, Route] = {
-            prefix: Route(prefix, [self.supervisors[n] for n in names], config.tool_separator, page_size)
+            prefix: Route(prefix, [self.supervisors[n] for n in names], config.tool_separator, page_size,
+                          {n: config.name_prefix(prefix, n) for n in names})
             for prefix, names in config.resolved_routes().items()
         }
         limits = config.limits
+        instances = sum(1 if s.lifecycle == "shared" else s.max_instances for s in config.servers.values())
+        self.descriptors = fdlimit.budget(limits.max_connections, instances)
         self.transport = StreamableHTTPTransport(
             self.routes, self.router, self.sessions, OriginPolicy(list(config.allowed_origins), self.host),
             max_inflight=limits.max_inflight_per_session, extra=self._extra_endpoints)
         self.http = HTTPServer(self.transport, host=self.host, port=self.port, limits=Limits(
             max_body=limits.max_body, max_header=limits.max_header, read_timeout=config.timeouts.read,
-            idle_timeout=config.timeouts.idle, max_connections=limits.max_connections))
+            idle_timeout=config.timeouts.idle, max_connections=self.descriptors.max_connections))
         self.http.drain_hooks.append(self.sessions.close_streams)
         self._nursery: trio.Nursery | None = None
 
@@ -81,15 +89,19 @@ class Gateway:
         launcher = self._launcher(name, server)
         start, call = self.config.start_timeout_for(name), self.config.call_timeout_for(name)
         max_message = self.config.limits.max_message
+        ping_interval, ping_timeout = self.config.ping_for(name)
+        liveness = LivenessPolicy(ping_interval, ping_timeout, server.ping_after_timeouts)
         if server.lifecycle == "shared":
             return ServerSupervisor(
                 name, launcher, start_timeout=start, call_timeout=call, backoff=server.restart_backoff,
                 backoff_max=server.restart_backoff_max, max_message=max_message,
-                on_change=self._catalog_changed, on_notification=self._upstream_notification)
+                on_change=self._catalog_changed, on_notification=self._upstream_notification,
+                liveness=liveness)
         cls = SessionBackend if server.lifecycle == "session" else CallBackend
         return cls(name, launcher, pool=server.pool, idle_timeout=server.idle_timeout, start_timeout=start,
                    call_timeout=call, max_message=max_message, max_instances=server.max_instances,
-                   on_change=self._catalog_changed, on_notification=self._upstream_notification)
+                   on_change=self._catalog_changed, on_notification=self._upstream_notification,
+                   liveness=liveness)
 
     def _launcher(self, name: str, server: ServerConfig) -> Launcher:
         if self._launcher_factory is not None:
@@ -137,10 +149,18 @@ class Gateway:
     async def shutdown(self) -> None:
         """Two phases: stop accepting and drain within ``timeouts.shutdown_grace``, then stop all."""
         log.info("shutting down: draining for up to %.0fs", self.config.timeouts.shutdown_grace)
-        await self.http.shutdown(self.config.timeouts.shutdown_grace)
+        await self.http.shutdown(self.config.timeouts.shutdown_grace, on_grace_expired=self._end_inflight)
         self.sessions.end_all()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    def _end_inflight(self) -> None:
+        """The grace is over: every call still running is answered "shutting down" (not dropped)."""
+        busy = [session for session in self.sessions if session.inflight]
+        if busy:
+            log.warning("shutdown grace over: ending the calls still running in %d session(s)", len(busy))
+        for session in busy:
+            session.cancel_all(SHUTDOWN)
 
     # -- events from upstreams -------------------------------------------------------------
     def _catalog_changed(self, server: str) -> None:
@@ -171,10 +191,16 @@ class Gateway:
                         if session.subscriptions and uri in session.subscriptions:
                             session.push(data)
         elif method == "notifications/message":
-            params = jsonrpc.decode_any(None if msg.params is jsonrpc.UNSET else msg.params)
-            level = params.get("level") if isinstance(params, dict) else None
-            log.log(_LOG_LEVELS.get(str(level), logging.INFO), "[%s] %s", server,
-                    params.get("data") if isinstance(params, dict) else params)
+            params = jsonrpc.decode_params(msg)
+            level = jsonrpc.decode_any(params.get("level"))
+            raw_data = params.get("data")
+            size = 0 if raw_data is None else len(memoryview(raw_data))
+            # The server's words: escaped, capped and rate-limited by its PeerLog (never whole:
+            # a message may be 16 MB; never raw: a newline would forge a log line).
+            text = jsonrpc.decode_any(raw_data) if 0 < size <= 65536 else None
+            payload = text if isinstance(text, str) else (
+                b"" if raw_data is None else bytes(memoryview(raw_data)[:8192]))
+            logsafe.peer_log(server).log(_LOG_LEVELS.get(str(level), logging.INFO), payload, what="log: ")
         else:
             log.debug("%s: notification %s not forwarded", server, method)
 
@@ -185,10 +211,13 @@ class Gateway:
 
     async def _extra_endpoints(self, request: Request, responder: Responder) -> bool:
         if request.path == "/healthz" and request.method == b"GET":
+            ready = all(s.state == "ready" for s in self.supervisors.values())
             body = jsonrpc.encoder.encode({
-                "status": "ok",
+                "status": "ok" if ready else "degraded",
                 "servers": {n: {"state": s.state, "restarts": s.restarts, "error": s.last_error}
                             for n, s in self.supervisors.items()},
+                "routes": {p: {"collisions": r.catalog.collisions} for p, r in self.routes.items()
+                           if r.catalog.collisions},
                 "sessions": len(self.sessions),
             })
             await responder.send(200, [(b"content-type", b"application/json")], body)

@@ -41,6 +41,7 @@ __all__ = [
     "Limits",
     "Listen",
     "Mount",
+    "RouteConfig",
     "SecretError",
     "ServerConfig",
     "Timeouts",
@@ -169,8 +170,16 @@ class Limits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     max_header: Size = 64 * KiB
     max_message: Size = 16 * MiB  # largest single upstream message (one JSON line)
     max_sessions: PositiveInt = 20000
+    # Sessions one client address (an IPv6 /64) may hold; None: max_sessions. At max_sessions the
+    # address holding the most sessions loses its least recently used idle one first.
+    max_sessions_per_peer: PositiveInt | None = None
     max_inflight_per_session: PositiveInt = 256
+    # Capped at start to what the file-descriptor limit allows (see http/fdlimit.py).
     max_connections: PositiveInt = 20000
+    # What each upstream server may write to the gateway's log (stderr, log notifications):
+    # lines per second sustained, and a burst; the rest is dropped and counted.
+    upstream_log_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+    upstream_log_burst: PositiveInt = 200
 
 
 class Timeouts(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -182,6 +191,10 @@ class Timeouts(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     session_idle: PositiveDuration = 3600.0  # a client session unused this long expires
     shutdown_grace: Duration = 10.0
     start: PositiveDuration = 30.0  # server start + initialize
+    # Liveness: an upstream silent this long with no call in flight gets a ping (0: never), and
+    # one that does not answer a ping within ping_timeout is restarted.
+    ping_interval: Duration = 30.0
+    ping_timeout: PositiveDuration = 10.0
 
 
 class Admin(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -236,6 +249,17 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     cap_add: list[str] = []
     restart_backoff: Duration = 0.5
     restart_backoff_max: PositiveDuration = 30.0
+    # Liveness overrides (None: timeouts.ping_interval / ping_timeout), and how many call
+    # timeouts in a row make the gateway ping the server at once, whatever else is in flight.
+    ping_interval: Duration | None = None
+    ping_timeout: PositiveDuration | None = None
+    ping_after_timeouts: PositiveInt = 3
+    # Container system calls: "strict" is Docker's default profile minus what a server never needs
+    # and an escape would (ptrace, memfd_create, userfaultfd, keyctl, bpf, ...); see sandbox/seccomp.py.
+    seccomp: Literal["strict", "docker-default"] = "strict"
+    # How clients see this server's tool and prompt names: None follows the route (true: the
+    # server's name), false serves them unchanged, a string prefixes that instead of the name.
+    prefix: bool | str | None = None
 
     @property
     def kind(self) -> Literal["process", "container", "remote"]:
@@ -250,12 +274,22 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         return head + list(self.args)
 
 
+class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One route: its servers, in order, and whether tool and prompt names get the server prefix.
+
+    Written either as a plain list of server names or as ``{servers: [...], prefix: false}``.
+    """
+
+    servers: list[str]
+    prefix: bool = True  # False: names as the servers have them (a server's own `prefix` wins)
+
+
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """The whole gateway configuration. After parse_config, ``routes`` is resolved."""
 
     listen: Listen = msgspec.field(default_factory=Listen)
     servers: dict[str, ServerConfig]
-    routes: dict[str, list[str]] | None = None  # None: {"/": every server}
+    routes: dict[str, RouteConfig] | None = None  # None: {"/": every server}
     tool_separator: str = "__"
     allowed_origins: list[str] = []  # besides localhost; "*" allows any
     limits: Limits = msgspec.field(default_factory=Limits)
@@ -265,7 +299,20 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
 
     def resolved_routes(self) -> dict[str, list[str]]:
         """Route path -> server names, with the default ``{"/": all servers}`` applied."""
-        return dict(self.routes) if self.routes is not None else {"/": list(self.servers)}
+        return {path: list(route.servers) for path, route in self.route_configs().items()}
+
+    def route_configs(self) -> dict[str, RouteConfig]:
+        """Route path -> its settings, with the default ``{"/": all servers}`` applied."""
+        return dict(self.routes) if self.routes is not None else {"/": RouteConfig(servers=list(self.servers))}
+
+    def name_prefix(self, route: str, server: str) -> str | None:
+        """What a server's tool and prompt names start with on a route (before the separator);
+        None: the names are served unchanged."""
+        own = self.servers[server].prefix
+        if isinstance(own, str):
+            return own
+        use = own if own is not None else self.route_configs()[route].prefix
+        return server if use else None
 
     def start_timeout_for(self, server: str) -> float:
         """The effective start (+ initialize) timeout of one server."""
@@ -276,6 +323,13 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
         """The effective per-call timeout of one server."""
         own = self.servers[server].call_timeout
         return self.timeouts.call if own is None else own
+
+    def ping_for(self, server: str) -> tuple[float, float]:
+        """The effective liveness (ping interval, ping timeout) of one server."""
+        s = self.servers[server]
+        interval = self.timeouts.ping_interval if s.ping_interval is None else s.ping_interval
+        timeout = self.timeouts.ping_timeout if s.ping_timeout is None else s.ping_timeout
+        return interval, timeout
 
 
 # ---------------------------------------------------------------- loading
@@ -433,7 +487,7 @@ def _gateway(data: object) -> GatewayConfig:
 # ---------------------------------------------------------------- servers
 
 _CONTAINER_KEYS: Final = (
-    "limits", "network", "mounts", "user", "allow_root", "read_only", "tmpfs_size", "cap_add",
+    "limits", "network", "mounts", "user", "allow_root", "read_only", "tmpfs_size", "cap_add", "seccomp",
 )  # fmt: skip
 _CLAUDE_KEYS: Final = ("command", "args", "env", "type")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -536,6 +590,8 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
         if norm not in _CAPS:
             raise bad(f"cap_add[{i}]", f"unknown capability {cap!r}")
         caps.append(norm)
+    if isinstance(s.prefix, str) and not re.fullmatch(r"[a-zA-Z0-9_-]{1,32}", s.prefix):
+        raise bad("prefix", f"invalid prefix {s.prefix!r} (1-32 of a-z A-Z 0-9 _ -), or true/false")
     if s.restart_backoff_max < s.restart_backoff:
         raise bad("restart_backoff_max", f"must be >= restart_backoff ({format_duration(s.restart_backoff)})")
     server: ServerConfig = msgspec.structs.replace(s, cap_add=caps)
@@ -553,18 +609,19 @@ def _origin(value: str, path: str) -> str:
 # ---------------------------------------------------------------- routes
 
 _ROUTE_CHARS = re.compile(r"[a-zA-Z0-9_./-]+")
+_ENDPOINT_NAMES: Final = frozenset({"mcp", "sse", "message", "ws"})  # the gateway serves these under a route
 
 
-def _routes(raw: object, servers: dict[str, ServerConfig]) -> dict[str, list[str]]:
+def _routes(raw: object, servers: dict[str, ServerConfig]) -> dict[str, RouteConfig]:
     """Normalize route paths and check their server lists; None means everything at ``/``."""
     if raw is None:
-        return {"/": list(servers)}
+        return {"/": RouteConfig(servers=list(servers))}
     if not isinstance(raw, dict):
         raise _Invalid("routes", f"expected a mapping of path -> server names, got {_what(raw)}")
     if not raw:
         raise _Invalid("routes", "no routes (leave routes out to serve every server at /)")
     known = ", ".join(servers)
-    out: dict[str, list[str]] = {}
+    out: dict[str, RouteConfig] = {}
     first_key: dict[str, str] = {}
     for key, members in raw.items():
         path = f"routes.{key}"
@@ -578,19 +635,24 @@ def _routes(raw: object, servers: dict[str, ServerConfig]) -> dict[str, list[str
             raise _Invalid(path, "a route may only contain a-z A-Z 0-9 _ . / -")
         if route != "/" and any(seg in ("", ".", "..") for seg in segments):
             raise _Invalid(path, "empty, '.' or '..' path segment")
-        if segments[-1] == "mcp":
-            raise _Invalid(path, "a route must not end with /mcp (the gateway adds /mcp itself)")
+        if segments[-1] in _ENDPOINT_NAMES:
+            raise _Invalid(path, f"a route must not end with /{segments[-1]} (the gateway adds the endpoints)")
         if route in out:
             raise _Invalid(path, f"same route as {first_key[route]!r}")
-        names = _value(members, list[str], path)
+        if isinstance(members, dict):
+            settings = _struct(members, RouteConfig, path)
+            names, names_path = settings.servers, f"{path}.servers"
+        else:
+            names, names_path = _value(members, list[str], path), path
+            settings = RouteConfig(servers=names)
         if not names:
-            raise _Invalid(path, "lists no servers")
+            raise _Invalid(names_path, "lists no servers")
         for i, name in enumerate(names):
             if name not in servers:
-                raise _Invalid(f"{path}[{i}]", f"unknown server {name!r} (known: {known})")
+                raise _Invalid(f"{names_path}[{i}]", f"unknown server {name!r} (known: {known})")
             if name in names[:i]:
-                raise _Invalid(f"{path}[{i}]", f"server {name!r} is listed twice")
-        out[route], first_key[route] = names, key
+                raise _Invalid(f"{names_path}[{i}]", f"server {name!r} is listed twice")
+        out[route], first_key[route] = settings, key
     return out
 
 
@@ -776,9 +838,14 @@ def describe(config: GatewayConfig) -> str:
         f"allowed origins: localhost{', ' + origins if origins else ' only'}",
         f"limits: body {fs(lim.max_body)}, header {fs(lim.max_header)}, upstream message "
         f"{fs(lim.max_message)}, sessions {lim.max_sessions}, in-flight per session "
-        f"{lim.max_inflight_per_session}, connections {lim.max_connections}",
+        f"{lim.max_inflight_per_session}, connections {lim.max_connections} (at most what file descriptors "
+        f"allow), sessions per client address {lim.max_sessions_per_peer or lim.max_sessions}",
+        f"upstream logs: {lim.upstream_log_rate:g} lines/s per server (burst {lim.upstream_log_burst}), "
+        "control characters escaped, lines capped",
         f"timeouts: call {fd(t.call)}, read {fd(t.read)}, keep-alive idle {fd(t.idle)}, session idle "
         f"{fd(t.session_idle)}, shutdown grace {fd(t.shutdown_grace)}, server start {fd(t.start)}",
+        f"liveness: ping idle servers every {fd(t.ping_interval) if t.ping_interval else 'never'}, "
+        f"answer within {fd(t.ping_timeout)}",
         f"servers ({len(config.servers)}):",
     ]
     for name, s in config.servers.items():
@@ -804,6 +871,9 @@ def describe(config: GatewayConfig) -> str:
             f"    timeouts: start {fd(config.start_timeout_for(name))}, call {fd(config.call_timeout_for(name))}, "
             f"idle {fd(s.idle_timeout)}; restart backoff {fd(s.restart_backoff)}..{fd(s.restart_backoff_max)}"
         )
+        ping, ping_timeout = config.ping_for(name)
+        lines.append(f"    liveness: ping when idle {fd(ping) if ping else 'never'} (answer within "
+                     f"{fd(ping_timeout)}), and after {s.ping_after_timeouts} call timeouts in a row")
         if s.kind != "container":
             continue
         c = s.limits
@@ -816,12 +886,19 @@ def describe(config: GatewayConfig) -> str:
             f"    capabilities: drop ALL, add {', '.join(s.cap_add) or 'none'}",
             "    no-new-privileges: yes",
             f"    network: {s.network}",
+            f"    seccomp: {s.seccomp}{' (Docker default profile)' if s.seccomp == 'docker-default' else ''}",
             f"    memory: {fs(c.memory)}, cpus: {c.cpus:g}, pids: {c.pids}",
             "    mounts:" if s.mounts else "    mounts: none",
         ]
         lines += [f"      {m.source} -> {m.target} ({'rw' if m.rw else 'ro'})" for m in s.mounts]
     lines.append("routes:")
-    routes = config.resolved_routes()
+    routes = config.route_configs()
     width = max(map(len, routes))
-    lines += [f"  {route.ljust(width)}  {', '.join(names)}" for route, names in routes.items()]
+    for route, rc in routes.items():
+        names = []
+        for server in rc.servers:
+            prefix = config.name_prefix(route, server)
+            names.append(server if prefix == server else f"{server} (unprefixed names)" if prefix is None
+                         else f"{server} (names {prefix}{sep}<name>)")
+        lines.append(f"  {route.ljust(width)}  {', '.join(names)}")
     return "\n".join(lines)

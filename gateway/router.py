@@ -70,7 +70,7 @@ class ProgressTable:
             return False
         try:
             token = _str_decoder.decode(token_raw)
-        except msgspec.DecodeError:
+        except jsonrpc.DECODE_FAILURES:
             return False
         target = self._routes.get(token)
         if target is None or target[0] != server:
@@ -85,9 +85,11 @@ class ProgressTable:
 class Route:
     """A path prefix and the servers behind it, with their current aggregate."""
 
-    def __init__(self, prefix: str, servers: list[Backend], separator: str, page_size: int) -> None:
+    def __init__(self, prefix: str, servers: list[Backend], separator: str, page_size: int,
+                 name_prefixes: dict[str, str | None] | None = None) -> None:
         self.prefix = prefix
         self.servers = {s.name: s for s in servers}
+        self.name_prefixes = name_prefixes  # server -> what its names start with (None: unprefixed)
         self.separator = separator
         self.page_size = page_size
         self._version = itertools.count(1)
@@ -96,7 +98,7 @@ class Route:
 
     def _build(self) -> RouteCatalog:
         cats = [(name, s.catalog) for name, s in self.servers.items() if s.catalog is not None]
-        return aggregate(cats, self.separator, next(self._version))
+        return aggregate(cats, self.separator, next(self._version), self.name_prefixes)
 
     def rebuild(self) -> list[str]:
         """Recompute the aggregate; returns the list_changed notifications that apply."""
@@ -269,7 +271,7 @@ def _object(value: Raw, key: str, msg: Message | None) -> dict[str, Raw]:
     """A params member that must be a JSON object, its members left raw."""
     try:
         return jsonrpc.raw_members(value)
-    except msgspec.DecodeError:
+    except jsonrpc.DECODE_FAILURES:
         raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be an object",
                             None if msg is None else jsonrpc.request_id(msg)) from None
 
@@ -280,6 +282,6 @@ def _opt_str(params: dict[str, Raw], key: str, msg: Message) -> str | None:
         return None
     try:
         return _str_decoder.decode(value)
-    except msgspec.DecodeError:
+    except jsonrpc.DECODE_FAILURES:
         raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be a string", jsonrpc.request_id(msg)) from None
 

@@ -1,11 +1,20 @@
-"""Client sessions: negotiated version, in-flight calls, the server-to-client stream."""
+"""Client sessions: negotiated version, in-flight calls, the server-to-client stream.
+
+Sessions cost one unauthenticated ``initialize``, so the table is bounded and shared
+fairly: each session belongs to a peer (the client's address; an IPv6 /64 counts as
+one), a peer may hold at most ``max_sessions_per_peer``, and when the table is full
+the peer holding the most sessions gives up its least recently used idle one. A flood
+of ``initialize`` from one place then only ever ends its own sessions.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -16,23 +25,45 @@ log = logging.getLogger("mcp_gateway.session")
 
 _OUTBOX_SIZE = 256  # server-to-client notifications buffered while no GET stream reads them
 
+CANCELLED = "cancelled"  # the client sent notifications/cancelled
+SESSION_ENDED = "session ended"  # DELETE, expiry or eviction
+SHUTDOWN = "shutdown"  # still running when the gateway's shutdown grace ended
+
+
+class InFlight:
+    """One admitted request: its cancel scope, and why it was cancelled (if it was)."""
+
+    __slots__ = ("scope", "reason")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.scope.cancel()
+
 
 class Session:
     """One MCP client session. Slim on purpose: an idle session costs a few hundred bytes."""
 
     __slots__ = ("id", "route", "version", "client_info", "client_capabilities", "last_used",
                  "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped", "streams",
-                 "_lru")
+                 "_lru", "peer", "_peer_lru")
 
     def __init__(self, session_id: str, route: Any, version: str, client_info: Any,
-                 client_capabilities: Any, lru: OrderedDict[str, Session] | None = None) -> None:
+                 client_capabilities: Any, lru: OrderedDict[str, Session] | None = None, *,
+                 peer: str = "", peer_lru: OrderedDict[str, Session] | None = None) -> None:
         self.id = session_id
+        self.peer = peer
+        self._peer_lru = peer_lru
         self.route = route
         self.version = version
         self.client_info = client_info
         self.client_capabilities = client_capabilities
         self.last_used = trio.current_time()
-        self.inflight: dict[RequestId, trio.CancelScope] = {}
+        self.inflight: dict[RequestId, InFlight] = {}
         self.subscriptions: set[str] | None = None
         self._outbox_send: trio.MemorySendChannel[bytes] | None = None
         self._outbox_recv: trio.MemoryReceiveChannel[bytes] | None = None
@@ -49,6 +80,8 @@ class Session:
         self.last_used = trio.current_time()
         if self._lru is not None and self.id in self._lru:
             self._lru.move_to_end(self.id)
+            if self._peer_lru is not None:
+                self._peer_lru.move_to_end(self.id)
 
     def outbox(self) -> trio.MemoryReceiveChannel[bytes]:
         """The receiving end of the server-to-client stream (created on first GET)."""
@@ -75,28 +108,64 @@ class Session:
         if self._outbox_send is not None:
             self._outbox_send.close()
 
+    def cancel_all(self, reason: str) -> None:
+        """Cancel every request in flight, saying why (their answers depend on it)."""
+        for call in list(self.inflight.values()):
+            call.cancel(reason)
+
     def close(self) -> None:
         """End the session: cancel its calls and its GET stream."""
         self.closed = True
-        for scope in self.inflight.values():
-            scope.cancel()
+        self.cancel_all(SESSION_ENDED)
         self.inflight.clear()
         if self._outbox_send is not None:
             self._outbox_send.close()
 
 
+def peer_key(address: str) -> str:
+    """Who a session is counted against: the IPv4 address, or the /64 of an IPv6 one (one
+    host usually holds a whole /64, so its addresses are not separate peers)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address or "unknown"
+    if ip.version == 6:
+        mapped = ip.ipv4_mapped
+        if mapped is not None:
+            return str(mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class SessionLimit(Exception):
+    """No session can be created now (the message names the limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatistics:
+    sessions: int
+    peers: int
+    created: int
+    expired: int
+    evicted: int
+    refused: int
+
+
 class SessionManager:
     """All live sessions; expires idle ones. Owned by the gateway's nursery."""
 
-    def __init__(self, *, max_sessions: int, idle_timeout: float,
+    def __init__(self, *, max_sessions: int, idle_timeout: float, max_per_peer: int | None = None,
                  on_close: Callable[[Session], None] | None = None) -> None:
         self.max_sessions = max_sessions
+        self.max_per_peer = max_per_peer or max_sessions
         self.idle_timeout = idle_timeout
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
+        self._by_peer: dict[str, OrderedDict[str, Session]] = {}  # the same, per peer
         self._on_close = on_close
         self.created_total = 0
         self.expired_total = 0
         self.evicted_total = 0
+        self.refused_total = 0
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -104,29 +173,63 @@ class SessionManager:
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(list(self._sessions.values()))
 
-    def create(self, route: Any, version: str, client_info: Any, client_capabilities: Any) -> Session | None:
-        """A new session; at ``max_sessions`` the least recently used idle one makes room.
+    def statistics(self) -> SessionStatistics:
+        return SessionStatistics(sessions=len(self._sessions), peers=len(self._by_peer),
+                                 created=self.created_total, expired=self.expired_total,
+                                 evicted=self.evicted_total, refused=self.refused_total)
 
-        Sessions cost one unauthenticated ``initialize``: without eviction, anyone who can
-        reach the endpoint could fill the table and lock everyone out until sessions expire.
-        None only if every session is busy (a call in flight or a stream open).
+    def create(self, route: Any, version: str, client_info: Any, client_capabilities: Any,
+               peer: str = "") -> Session:
+        """A new session for ``peer``, making room fairly when needed (see the module docstring).
+
+        Raises :class:`SessionLimit` only if no room can be made: every session that could give
+        way is busy (a call in flight or a stream open).
         """
-        if len(self._sessions) >= self.max_sessions and not self._evict_one():
-            return None
+        key = peer_key(peer)
+        own = self._by_peer.get(key)
+        if own is not None and len(own) >= self.max_per_peer and not self._evict_from(key, "max_sessions_per_peer"):
+            self.refused_total += 1
+            raise SessionLimit(f"this client address holds limits.max_sessions_per_peer ({self.max_per_peer}) "
+                               "sessions and every one is busy")
+        if len(self._sessions) >= self.max_sessions and not self._evict_fairly():
+            self.refused_total += 1
+            raise SessionLimit(f"the gateway holds limits.max_sessions ({self.max_sessions}) sessions "
+                               "and every one is busy")
         session_id = secrets.token_urlsafe(24)  # 192 bits: unguessable, visible ASCII only
-        session = Session(session_id, route, version, client_info, client_capabilities, self._sessions)
+        lru = self._by_peer.get(key)
+        if lru is None:
+            lru = self._by_peer[key] = OrderedDict()
+        session = Session(session_id, route, version, client_info, client_capabilities, self._sessions,
+                          peer=key, peer_lru=lru)
         self._sessions[session_id] = session
+        lru[session_id] = session
         self.created_total += 1
         return session
 
-    def _evict_one(self) -> bool:
-        # The order is least recently used first, so the first idle one is the victim:
-        # usually found at once (no scan of every session per initialize at the limit).
-        victim = next((s for s in self._sessions.values() if not s.busy), None)
+    def _evict_fairly(self) -> bool:
+        """End the least recently used idle session of the peer holding the most sessions.
+
+        Peers are tried from the largest down, so a peer whose sessions are all busy does not
+        shield the others. Linear in the number of peers, and only run when the table is full.
+        """
+        if not self._by_peer:
+            return False
+        largest = max(self._by_peer, key=lambda k: len(self._by_peer[k]))
+        if self._evict_from(largest, "max_sessions"):
+            return True
+        for key in sorted(self._by_peer, key=lambda k: len(self._by_peer[k]), reverse=True):
+            if key != largest and self._evict_from(key, "max_sessions"):
+                return True
+        return False
+
+    def _evict_from(self, key: str, limit: str) -> bool:
+        lru = self._by_peer.get(key)
+        # Least recently used first, so the first idle one is the victim: usually found at once.
+        victim = next((s for s in (lru or {}).values() if not s.busy), None)
         if victim is None:
             return False
-        log.warning("at max_sessions (%d): ending the least recently used idle session %s…",
-                    self.max_sessions, victim.id[:8])
+        log.warning("at %s: ending the least recently used idle session %s… of %s (%d sessions)",
+                    limit, victim.id[:8], key, len(lru or ()))
         self.evicted_total += 1
         self.end(victim)
         return True
@@ -139,6 +242,11 @@ class SessionManager:
 
     def end(self, session: Session) -> None:
         if self._sessions.pop(session.id, None) is not None:
+            lru = self._by_peer.get(session.peer)
+            if lru is not None:
+                lru.pop(session.id, None)
+                if not lru:
+                    del self._by_peer[session.peer]
             session.close()
             if self._on_close is not None:
                 self._on_close(session)

@@ -40,5 +40,8 @@ async def collect_tool_table(config: GatewayConfig) -> tuple[bool, str]:
                 lines.append(f"  resource {uri:48} -> {cat.resource_index.get(uri or '', '?')}")
             for entry in cat.resource_templates:
                 lines.append(f"  template {entry_str(entry, 'uriTemplate')}")
+            for collision in cat.collisions:
+                ok = False
+                lines.append(f"  COLLISION: {collision}")
         nursery.cancel_scope.cancel()
     return ok, "\n".join(lines)

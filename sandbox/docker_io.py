@@ -17,6 +17,8 @@ import docker.errors
 import requests
 import trio
 
+from gateway import logsafe
+
 log = logging.getLogger("mcp_gateway.upstream")
 
 STDIN, STDOUT, STDERR = 0, 1, 2
@@ -168,6 +170,7 @@ class DockerChannel:
         self._exit: str | None = None
         self._wait_lock = trio.Lock()
         self._wait_limiter = trio.CapacityLimiter(1)
+        self._plog = logsafe.peer_log(name)  # stderr is the server's: escaped and rate-limited
 
     async def send_all(self, data: bytes) -> None:
         """Write to the server's stdin (trio.BrokenResourceError once it is gone)."""
@@ -213,7 +216,7 @@ class DockerChannel:
         if not self._demux.at_boundary:
             log.warning("[%s] attach stream ended in the middle of a frame", self.name)
         if self._stderr:
-            log.info("[%s] %s", self.name, self._stderr.decode("utf-8", "replace"))
+            self._plog.log(logging.INFO, self._stderr)
             self._stderr.clear()
 
     def _log_stderr(self, payload: bytes) -> None:
@@ -227,8 +230,7 @@ class DockerChannel:
             else:
                 return
             del self._stderr[:cut]
-            line = line.rstrip(b"\r")
-            log.info("[%s] %s", self.name, line.decode("utf-8", "replace"))
+            self._plog.log(logging.INFO, line.rstrip(b"\r"))
 
     async def wait(self) -> str:
         """Wait for the container to exit; describe how (computed once, then cached)."""

@@ -102,7 +102,7 @@ def test_example_yaml_loads() -> None:
 def test_claude_desktop_json_loads() -> None:
     c = load_config(ROOT / "config" / "claude_desktop.json")
     assert c.servers["time"].argv() == ["python3", "-m", "mcp_server_time"]
-    assert c.routes == {"/": ["time"]}
+    assert c.resolved_routes() == {"/": ["time"]}
     assert c.listen == GatewayConfig(servers={}).listen
 
 
@@ -150,7 +150,7 @@ def test_structs_encode() -> None:
 
 def test_default_routes_every_server_in_order() -> None:
     c = parse_config({"servers": {"b": {"command": "x"}, "a": {"command": "y"}}, "routes": None})
-    assert c.routes == c.resolved_routes() == {"/": ["b", "a"]}
+    assert c.resolved_routes() == {"/": ["b", "a"]}
 
 
 def test_routes_normalized() -> None:
@@ -378,7 +378,7 @@ def test_claude_desktop_format() -> None:
         {"mcpServers": {"fs": {"type": "stdio", "command": "npx", "args": ["-y", "fs"], "env": {}}}}
     )
     assert c.servers["fs"].argv() == ["npx", "-y", "fs"]
-    assert c.routes == {"/": ["fs"]}
+    assert c.resolved_routes() == {"/": ["fs"]}
 
 
 def test_claude_desktop_errors() -> None:

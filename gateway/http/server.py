@@ -4,12 +4,25 @@ Each connection is served by one task that parses a request with h11 and runs
 the handler inline: no hand-off between tasks on the hot path. A request that
 runs longer than ``watch_after`` (a slow tool call, an SSE stream) gets a
 watcher task reading the socket, so a client that disconnects cancels its
-request at once, and with it the upstream call. Shutdown is two-phase: stop
-accepting and close idle connections, then give busy ones a deadline.
+request at once, and with it the upstream call.
+
+A client that half-closes its sending side (``shutdown(SHUT_WR)``) is treated
+as gone, as nginx does (its 499): TCP cannot tell a half-close from a close, and
+a client that left must not keep an upstream call running. A request answered
+before the gateway notices (quick ones, well under ``watch_after``) is answered.
+
+Connections are bounded by ``max_connections`` (itself capped by the descriptors
+the process may open, see :mod:`gateway.http.fdlimit`); at the bound, the
+connection idle longest in keep-alive is closed to make room, so idle
+connections cannot lock clients out. Shutdown is two-phase: stop accepting and
+close idle connections, then give busy ones a deadline; requests still running
+then are ended by the caller's hook (with an answer that says so), and the rest
+closed.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +34,10 @@ log = logging.getLogger("mcp_gateway.http")
 
 Headers = list[tuple[bytes, bytes]]
 _LINGER = 2.0  # seconds a rejected connection is drained before it is closed
+_FINAL_WRITE = 1.0  # seconds requests ended at shutdown get to write their answer
+_ACCEPT_RETRY = 0.1  # pause after accept() failed for lack of descriptors or memory (trio's choice)
+# accept() errors that mean "out of resources, try again later" (trio's serve_listeners retries these)
+_ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 @dataclass(slots=True)
@@ -30,6 +47,7 @@ class Request:
     headers: dict[bytes, bytes]  # lowercase name -> first value
     body: bytes
     http_version: bytes = b"1.1"
+    peer: str = ""  # the client's IP address ("" if unknown)
 
     @property
     def path(self) -> str:
@@ -62,6 +80,16 @@ class Limits:
     idle_timeout: float = 120.0
     max_connections: int = 20000
     watch_after: float = 0.1  # a request running this long gets its socket watched for disconnects
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPServerStatistics:
+    connections: int
+    busy: int
+    idle: int
+    max_connections: int
+    accepted: int
+    evicted_idle: int
 
 
 class Responder:
@@ -122,6 +150,10 @@ class _Connection:
     def __init__(self, server: HTTPServer, stream: trio.SocketStream) -> None:
         self.server = server
         self.stream = stream
+        try:
+            self.peer = str(stream.socket.getpeername()[0])
+        except (OSError, IndexError, TypeError):
+            self.peer = ""
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.limits.max_header)
         self.busy_since: float | None = None
         self.request_scope: trio.CancelScope | None = None
@@ -184,11 +216,16 @@ class _Connection:
                         return None
                     deadline = None
                     timeout = limits.idle_timeout
+                    self.server.idle[self] = None  # evictable while it waits (oldest first)
                 else:
                     if deadline is None:
                         deadline = trio.current_time() + limits.read_timeout
                     timeout = deadline - trio.current_time()
-                data = await self._receive(timeout)
+                try:
+                    data = await self._receive(timeout)
+                finally:
+                    if idle:
+                        self.server.idle.pop(self, None)
                 if data is None:
                     if not idle:
                         await self._reject(408, "Request timeout")
@@ -209,6 +246,11 @@ class _Connection:
             await self._reject(431, f"Request header fields exceed the limit of {limits.max_header} bytes")
             return None
         length = headers.get(b"content-length")
+        if length is not None and b"transfer-encoding" in headers:
+            # RFC 9112 section 6.1: a request with both is a smuggling attempt or a broken proxy;
+            # answer 400 and close, so a second request hidden in the body is never read.
+            await self._reject(400, "Bad request: both Content-Length and Transfer-Encoding")
+            return None
         declared = int(length) if length is not None else None
         if declared is not None and declared > limits.max_body:
             await self._reject(413, f"Request body of {declared} bytes exceeds the limit of {limits.max_body}")
@@ -240,7 +282,7 @@ class _Connection:
                 chunks.append(event.data)
             elif type(event) is h11.EndOfMessage:
                 body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                return Request(head.method, head.target, headers, bytes(body), head.http_version)
+                return Request(head.method, head.target, headers, bytes(body), head.http_version, self.peer)
             else:
                 return None
 
@@ -347,7 +389,15 @@ class HTTPServer:
         self._slots = trio.Semaphore(self.limits.max_connections)
         self.drain_hooks: list[Callable[[], None]] = []
         self.busy: set[_Connection] = set()
+        self.idle: dict[_Connection, None] = {}  # waiting in keep-alive, longest-waiting first
         self._listeners: list[trio.SocketListener] | None = None
+        self.stats = ServerCounters()
+        self._drained = trio.Event()  # set when the last connection closes
+
+    def statistics(self) -> HTTPServerStatistics:
+        return HTTPServerStatistics(connections=len(self.connections), busy=len(self.busy), idle=len(self.idle),
+                                    max_connections=self.limits.max_connections, accepted=self.stats.accepted,
+                                    evicted_idle=self.stats.evicted_idle)
 
     async def bind(self) -> int:
         """Open the listening sockets (raises OSError, e.g. address in use); returns the port."""
@@ -382,19 +432,48 @@ class HTTPServer:
                     connection.start_watching()
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        failing_since: float | None = None
+        failures = 0
         while True:
-            await self._slots.acquire()
+            await self._acquire_slot()
             try:
                 stream = await listener.accept()
             except OSError as exc:
                 self._slots.release()
-                log.warning("accept failed: %s", exc)
-                await trio.sleep(0.05)
+                if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
+                    raise  # not a passing shortage: a bug or a closed listener
+                failures += 1
+                if failing_since is None:
+                    failing_since = trio.current_time()
+                    log.error("accept failed: %s; pausing accepts until descriptors or memory free up "
+                              "(lower limits.max_connections or raise the file-descriptor limit)",
+                              exc.strerror or exc)
+                await trio.sleep(_ACCEPT_RETRY)
                 continue
             except BaseException:
                 self._slots.release()
                 raise
+            if failing_since is not None:
+                log.warning("accepting again after %d failed accepts over %.1fs",
+                            failures, trio.current_time() - failing_since)
+                failing_since, failures = None, 0
+            self.stats.accepted += 1
             nursery.start_soon(self._serve, stream)
+
+    async def _acquire_slot(self) -> None:
+        """A connection slot: at ``max_connections``, the longest-idle keep-alive connection is
+        closed to make room (idle connections may be closed at any time in HTTP/1.1)."""
+        try:
+            self._slots.acquire_nowait()
+            return
+        except trio.WouldBlock:
+            pass
+        if self.idle:
+            victim = next(iter(self.idle))
+            del self.idle[victim]
+            self.stats.evicted_idle += 1
+            victim.close_if_idle()
+        await self._slots.acquire()
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         connection = _Connection(self, stream)
@@ -408,21 +487,45 @@ class HTTPServer:
         finally:
             self.connections.discard(connection)
             self._slots.release()
+            if not self.connections:
+                self._drained.set()
 
-    async def shutdown(self, grace: float) -> None:
-        """Stop accepting, close idle connections, let busy ones finish within ``grace`` s."""
+    async def shutdown(self, grace: float, *, on_grace_expired: Callable[[], None] | None = None) -> None:
+        """Stop accepting, close idle connections, let busy ones finish within ``grace`` s.
+
+        Then ``on_grace_expired`` ends what still runs (the gateway answers those calls with an
+        error that says it is shutting down); those get ``_FINAL_WRITE`` s to write the answer
+        before every connection left is closed.
+        """
         self.draining = True
         if self._accept_scope is not None:
             self._accept_scope.cancel()
         for hook in self.drain_hooks:
             hook()  # e.g. end long-lived SSE streams so they do not hold the drain
-        for connection in list(self.connections):
-            connection.close_if_idle()
-        with trio.move_on_after(grace):
-            while self.connections:
-                await trio.sleep(0.05)
-                for connection in list(self.connections):
-                    connection.close_if_idle()
+        if await self._wait_drained(grace):
+            return
+        if on_grace_expired is not None:
+            on_grace_expired()
+            await self._wait_drained(_FINAL_WRITE)
         for connection in list(self.connections):
             if connection.nursery is not None:
                 connection.nursery.cancel_scope.cancel()
+
+    async def _wait_drained(self, timeout: float) -> bool:
+        """Wait until every connection is closed; a busy one closes itself when its request ends
+        (it sees ``draining``), an idle one is closed now."""
+        for connection in list(self.connections):
+            connection.close_if_idle()
+        with trio.move_on_after(timeout):
+            while self.connections:
+                self._drained = trio.Event()
+                await self._drained.wait()
+        return not self.connections
+
+
+@dataclass(slots=True)
+class ServerCounters:
+    """Counts since start (read through :meth:`HTTPServer.statistics`)."""
+
+    accepted: int = 0
+    evicted_idle: int = 0

@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 from msgspec import Raw
 
+from ..logsafe import clean
+from .jsonrpc import DECODE_FAILURES
 from .naming import public_name
 
 log = logging.getLogger("mcp_gateway.catalog")
@@ -48,7 +50,7 @@ def entry_str(entry: Entry, key: str) -> str | None:
         return None
     try:
         return _str_decoder.decode(value)
-    except msgspec.DecodeError:
+    except DECODE_FAILURES:
         return None
 
 
@@ -80,6 +82,7 @@ class RouteCatalog:
     template_matchers: list[tuple[re.Pattern[str], str]]  # uri pattern -> server
     capabilities: dict[str, Any]
     renamed: dict[str, str]  # public name -> "server<sep>original" for names that did not fit
+    collisions: list[str] = field(default_factory=list)  # names refused because an earlier server has them
 
     def server_for_uri(self, uri: str) -> str | None:
         server = self.resource_index.get(uri)
@@ -91,22 +94,29 @@ class RouteCatalog:
         return None
 
 
-def _namespaced(server: str, sep: str, entries: list[Entry], index: dict[str, tuple[str, str]],
-                renamed: dict[str, str], kind: str) -> list[Entry]:
+def _namespaced(server: str, prefix: str | None, sep: str, entries: list[Entry],
+                index: dict[str, tuple[str, str]], renamed: dict[str, str], collisions: list[str],
+                kind: str) -> list[Entry]:
     out: list[Entry] = []
     for entry in entries:
         original = entry_str(entry, "name")
         if original is None:
             log.warning("server %s: skipping a %s without a string name", server, kind)
             continue
-        public = public_name(server, sep, original)
+        public = public_name(prefix, sep, original)
         if public in index:
-            log.warning("server %s: %s %r collides with %r; skipped", server, kind, public, index[public])
+            # Never a silent shadowing: the first server in route order keeps the name, the later
+            # one's entry is refused, logged, and listed (check, /healthz).
+            first = index[public][0]
+            collisions.append(f"{kind} {public!r} of server {server!r} refused: server {first!r} has it")
+            log.warning("server %s: %s %r collides with server %s's; refused", server, kind,
+                        clean(public, 100), first)
             continue
-        if public != f"{server}{sep}{original}":
+        wanted = original if prefix is None else f"{prefix}{sep}{original}"
+        if public != wanted:
             renamed[public] = f"{server}{sep}{original}"
             log.warning("server %s: %s name %r does not fit ^[a-zA-Z0-9_-]{{1,64}}$; exposed as %r",
-                        server, kind, f"{server}{sep}{original}", public)
+                        server, kind, clean(wanted, 200), public)
         index[public] = (server, original)
         renamed_entry = dict(entry)
         renamed_entry["name"] = Raw(msgspec.json.encode(public))
@@ -124,8 +134,10 @@ def template_regex(template: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-def aggregate(servers: list[tuple[str, ServerCatalog]], sep: str, version: int) -> RouteCatalog:
-    """The union of ``servers`` (in route order) as one catalog."""
+def aggregate(servers: list[tuple[str, ServerCatalog]], sep: str, version: int,
+              prefixes: dict[str, str | None] | None = None) -> RouteCatalog:
+    """The union of ``servers`` (in route order) as one catalog; ``prefixes`` maps a server to its
+    name prefix (None: unprefixed), the server's name when absent."""
     tools: list[Entry] = []
     prompts: list[Entry] = []
     resources: list[Entry] = []
@@ -135,17 +147,21 @@ def aggregate(servers: list[tuple[str, ServerCatalog]], sep: str, version: int) 
     resource_index: dict[str, str] = {}
     matchers: list[tuple[re.Pattern[str], str]] = []
     renamed: dict[str, str] = {}
+    collisions: list[str] = []
     caps: dict[str, Any] = {}
     for name, cat in servers:
-        tools += _namespaced(name, sep, cat.tools, tool_index, renamed, "tool")
-        prompts += _namespaced(name, sep, cat.prompts, prompt_index, renamed, "prompt")
+        prefix = prefixes.get(name, name) if prefixes is not None else name
+        tools += _namespaced(name, prefix, sep, cat.tools, tool_index, renamed, collisions, "tool")
+        prompts += _namespaced(name, prefix, sep, cat.prompts, prompt_index, renamed, collisions, "prompt")
         for entry in cat.resources:
             uri = entry_str(entry, "uri")
             if uri is None:
                 continue
             if uri in resource_index:
+                collisions.append(f"resource {uri!r} of server {name!r} refused: server "
+                                  f"{resource_index[uri]!r} has it")
                 log.warning("resource %s is offered by %s and %s; routing to %s",
-                            uri, resource_index[uri], name, resource_index[uri])
+                            clean(uri, 200), resource_index[uri], name, resource_index[uri])
                 continue
             resource_index[uri] = name
             resources.append(entry)
@@ -172,5 +188,5 @@ def aggregate(servers: list[tuple[str, ServerCatalog]], sep: str, version: int) 
     return RouteCatalog(
         version=version, tools=tools, tool_index=tool_index, prompts=prompts, prompt_index=prompt_index,
         resources=resources, resource_index=resource_index, resource_templates=templates,
-        template_matchers=matchers, capabilities=caps, renamed=renamed,
+        template_matchers=matchers, capabilities=caps, renamed=renamed, collisions=collisions,
     )

@@ -1,4 +1,5 @@
-"""Public names for upstream tools and prompts: ``<server><sep><name>``.
+"""Public names for upstream tools and prompts: ``<server><sep><name>``, or the name itself on
+routes (or servers) configured with ``prefix: false``, or ``<prefix><sep><name>`` with a custom prefix.
 
 Clients enforce ``^[a-zA-Z0-9_-]{1,64}$`` on tool names. A combined name that
 fits is used as is. One that does not (too long, or characters outside that
@@ -19,9 +20,9 @@ _VALID: Final = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _INVALID_CHARS: Final = re.compile(r"[^a-zA-Z0-9_-]")
 
 
-def public_name(server: str, sep: str, name: str) -> str:
-    """The name a client sees for upstream tool/prompt ``name`` of ``server``."""
-    combined = f"{server}{sep}{name}"
+def public_name(prefix: str | None, sep: str, name: str) -> str:
+    """The name a client sees for upstream tool/prompt ``name`` under ``prefix`` (None: unprefixed)."""
+    combined = name if prefix is None else f"{prefix}{sep}{name}"
     if _VALID.match(combined):
         return combined
     digest = hashlib.sha256(combined.encode()).hexdigest()[:6]

@@ -27,11 +27,11 @@ def parse_cursor(cursor: str, version: int) -> int:
         cursor_version, offset = base64.urlsafe_b64decode(padded).decode().split(":")
         ver, off = int(cursor_version), int(offset)
     except (ValueError, UnicodeDecodeError):
-        raise ProtocolError(INVALID_PARAMS, f"Invalid cursor {cursor!r}") from None
+        raise ProtocolError(INVALID_PARAMS, f"Invalid cursor {cursor[:100]!r}") from None
     if ver != version:
         raise ProtocolError(INVALID_PARAMS, "Cursor is stale: the list changed; list again from the start")
     if off < 0:
-        raise ProtocolError(INVALID_PARAMS, f"Invalid cursor {cursor!r}")
+        raise ProtocolError(INVALID_PARAMS, f"Invalid cursor {cursor[:100]!r}")
     return off
 
 

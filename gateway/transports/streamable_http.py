@@ -19,11 +19,12 @@ import msgspec
 import trio
 from msgspec import UNSET, Raw
 
+from .. import logsafe
 from ..http.server import Headers, Request, Responder
 from ..protocol import jsonrpc, mcp
 from ..protocol.jsonrpc import INVALID_REQUEST, Message, ProtocolError
 from ..router import Route, Router
-from ..session import Session, SessionManager
+from ..session import CANCELLED, SHUTDOWN, InFlight, Session, SessionLimit, SessionManager
 from ..upstream.connection import UpstreamError
 
 log = logging.getLogger("mcp_gateway.http")
@@ -158,11 +159,18 @@ class StreamableHTTPTransport:
             await _error(responder, 406, None, INVALID_REQUEST,
                          "Not Acceptable: Accept must include application/json or text/event-stream")
             return
-        ctype = request.header(b"content-type")
-        if ctype is not None and not ctype.lower().startswith(b"application/json"):
-            await _error(responder, 415, None, INVALID_REQUEST, "Unsupported Media Type: use application/json")
+        if not _is_json(request.header(b"content-type")):
+            # Required, not assumed: without it a page on localhost could send a CORS "simple
+            # request" (text/plain) and open sessions without a preflight.
+            await _error(responder, 415, None, INVALID_REQUEST,
+                         "Unsupported Media Type: Content-Type must be application/json")
             return
         body = request.body
+        try:
+            jsonrpc.check_utf8(body)
+        except ProtocolError as exc:
+            await _error(responder, 400, None, exc.code, exc.message)
+            return
         if jsonrpc.is_batch(body):
             await self._batch(route, request, responder, accepts_json, accepts_sse)
             return
@@ -173,7 +181,7 @@ class StreamableHTTPTransport:
             return
         version = request.header(mcp.VERSION_HEADER)
         if msg.method == "initialize":
-            await self._initialize(route, msg, version, responder)
+            await self._initialize(route, msg, version, responder, request.peer)
             return
         if msg.method == "server/discover" or (version is not None and not mcp.is_known_version(
                 version.decode("latin-1"))):
@@ -211,24 +219,25 @@ class StreamableHTTPTransport:
         return session
 
     async def _initialize(self, route: Route, msg: Message, version_header: bytes | None,
-                          responder: Responder) -> None:
+                          responder: Responder, peer: str = "") -> None:
         if not msg.is_request:
             await _error(responder, 400, None, INVALID_REQUEST, "initialize must be a request")
             return
         params = jsonrpc.decode_params(msg) if msg.params is not UNSET else {}
         requested = jsonrpc.decode_any(params.get("protocolVersion"))
         version = mcp.negotiate_version(requested)
-        session = self.sessions.create(route, version, jsonrpc.decode_any(params.get("clientInfo")),
-                                       jsonrpc.decode_any(params.get("capabilities")))
-        if session is None:
-            await _error(responder, 503, jsonrpc.request_id(msg), jsonrpc.INTERNAL_ERROR,
-                         "Too many sessions: the gateway is at its max_sessions limit")
+        try:
+            session = self.sessions.create(route, version, jsonrpc.decode_any(params.get("clientInfo")),
+                                           jsonrpc.decode_any(params.get("capabilities")), peer)
+        except SessionLimit as exc:
+            await _error(responder, 503, jsonrpc.request_id(msg), jsonrpc.INTERNAL_ERROR, f"Too many sessions: {exc}")
             return
         route.sessions.add(session)
         result = route.initialize_result(version)
         body = jsonrpc.encode(jsonrpc.result(msg.id, Raw(jsonrpc.encoder.encode(result))))  # type: ignore[arg-type]
+        client = session.client_info.get("name") if isinstance(session.client_info, dict) else None
         log.info("session %s… initialized (%s, client %s)", session.id[:8], version,
-                 (session.client_info or {}).get("name") if isinstance(session.client_info, dict) else None)
+                 logsafe.clean(str(client), 100))
         await responder.send(200, [*JSON_HEADERS, (b"mcp-session-id", session.id.encode())], body)
 
     async def _unsupported_version(self, msg: Message, version: bytes | None, responder: Responder) -> None:
@@ -240,18 +249,21 @@ class StreamableHTTPTransport:
 
     def _client_notification(self, session: Session, msg: Message) -> None:
         if msg.method == "notifications/cancelled":
-            params = jsonrpc.decode_params(msg)
+            try:
+                params = jsonrpc.decode_params(msg)
+            except ProtocolError:
+                return  # a notification gets no answer, not even an error
             request_id = jsonrpc.decode_any(params.get("requestId"))
-            scope = session.inflight.get(request_id) if isinstance(request_id, (int, str)) else None
-            if scope is not None:
-                scope.cancel()
+            call = session.inflight.get(request_id) if isinstance(request_id, (int, str)) else None
+            if call is not None:
+                call.cancel(CANCELLED)
         # notifications/initialized, roots/list_changed, progress: nothing to do (we
         # declare no server-to-client requests upstream), and responses likewise.
 
     async def _request(self, session: Session, msg: Message, responder: Responder,
                        accepts_json: bool, accepts_sse: bool) -> None:
         admitted = self._admit(session, msg)
-        if not isinstance(admitted, trio.CancelScope):
+        if not isinstance(admitted, InFlight):
             await responder.send(admitted[0], JSON_HEADERS, admitted[1])
             return
         use_sse = accepts_sse and (not accepts_json or _wants_progress(msg))
@@ -263,7 +275,7 @@ class StreamableHTTPTransport:
         finally:
             _release(session, msg, admitted)
 
-    def _admit(self, session: Session, msg: Message) -> trio.CancelScope | tuple[int, bytes]:
+    def _admit(self, session: Session, msg: Message) -> InFlight | tuple[int, bytes]:
         """Register a request as in flight (its scope is what notifications/cancelled cancels),
         or the HTTP status and JSON-RPC error that refuse it."""
         request_id = msg.id
@@ -274,21 +286,21 @@ class StreamableHTTPTransport:
         if len(session.inflight) >= self.max_inflight:
             return 429, jsonrpc.encode_error(
                 request_id, INVALID_REQUEST, f"Too many requests in flight in this session (limit {self.max_inflight})")
-        scope = trio.CancelScope()
-        session.inflight[request_id] = scope
-        return scope
+        call = InFlight()
+        session.inflight[request_id] = call
+        return call
 
     async def _answer_json(self, session: Session, msg: Message, responder: Responder,
-                           scope: trio.CancelScope) -> None:
+                           call: InFlight) -> None:
         body: bytes | None = None
-        with scope:
+        with call.scope:
             body = await self._result(session, msg, None)
-        if body is None:  # cancelled by notifications/cancelled: the POST still needs an answer
-            body = jsonrpc.encode_error(msg.id, jsonrpc.REQUEST_CANCELLED, "Request cancelled")  # type: ignore[arg-type]
+        if body is None:  # cancelled: a POST still needs an answer
+            body = _cancelled_answer(msg, call)
         await responder.send(200, JSON_HEADERS, body)
 
     async def _answer_sse(self, session: Session, msg: Message, responder: Responder,
-                          scope: trio.CancelScope) -> None:
+                          call: InFlight) -> None:
         send, recv = trio.open_memory_channel[bytes](64)
 
         def emit(data: bytes) -> None:
@@ -301,9 +313,11 @@ class StreamableHTTPTransport:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pump_sse, recv, responder)
             body: bytes | None = None
-            with scope:
+            with call.scope:
                 body = await self._result(session, msg, emit)
-            if body is not None:  # cancelled: the stream ends without an answer
+            if body is None and call.reason == SHUTDOWN:
+                body = _cancelled_answer(msg, call)  # said, unlike a client's own cancel
+            if body is not None:  # cancelled by the client: the stream ends without an answer
                 await send.send(body)
             send.close()
         await responder.end()
@@ -335,15 +349,16 @@ class StreamableHTTPTransport:
             return
         try:
             items = _batch_decoder.decode(request.body)
-        except msgspec.DecodeError as exc:
-            await _error(responder, 400, None, jsonrpc.PARSE_ERROR, f"Parse error: {exc}")
+        except jsonrpc.DECODE_FAILURES as exc:
+            text = "JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            await _error(responder, 400, None, jsonrpc.PARSE_ERROR, f"Parse error: {text}")
             return
         if not items or len(items) > self.max_inflight:
             await _error(responder, 400, None, INVALID_REQUEST,
                          f"Invalid request: a batch holds 1 to {self.max_inflight} messages")
             return
         answers: list[bytes | None] = [None] * len(items)
-        admitted: list[tuple[int, Message, trio.CancelScope]] = []
+        admitted: list[tuple[int, Message, InFlight]] = []
         # Decode and admit in order before anything runs, so a repeated id is always the
         # later item's error, whatever order the calls would be scheduled in.
         for i, item in enumerate(items):
@@ -355,25 +370,24 @@ class StreamableHTTPTransport:
             if not msg.is_request:
                 self._client_notification(session, msg)
                 continue
-            scope = self._admit(session, msg)
-            if isinstance(scope, trio.CancelScope):
-                admitted.append((i, msg, scope))
+            call = self._admit(session, msg)
+            if isinstance(call, InFlight):
+                admitted.append((i, msg, call))
             else:
-                answers[i] = scope[1]
+                answers[i] = call[1]
 
-        async def one(i: int, msg: Message, scope: trio.CancelScope) -> None:
+        async def one(i: int, msg: Message, call: InFlight) -> None:
             try:
-                with scope:
+                with call.scope:
                     answers[i] = await self._result(session, msg, None)
                 if answers[i] is None:
-                    answers[i] = jsonrpc.encode_error(msg.id, jsonrpc.REQUEST_CANCELLED,  # type: ignore[arg-type]
-                                                      "Request cancelled")
+                    answers[i] = _cancelled_answer(msg, call)
             finally:
-                _release(session, msg, scope)
+                _release(session, msg, call)
 
         async with trio.open_nursery() as nursery:
-            for i, msg, scope in admitted:
-                nursery.start_soon(one, i, msg, scope)
+            for i, msg, call in admitted:
+                nursery.start_soon(one, i, msg, call)
         out = [a for a in answers if a is not None]
         if not out:
             await responder.send(202, [], b"")
@@ -422,10 +436,25 @@ class StreamableHTTPTransport:
         await responder.send(200, [], b"")
 
 
-def _release(session: Session, msg: Message, scope: trio.CancelScope) -> None:
-    if session.inflight.get(msg.id) is scope:  # type: ignore[arg-type]
+def _release(session: Session, msg: Message, call: InFlight) -> None:
+    if session.inflight.get(msg.id) is call:  # type: ignore[arg-type]
         del session.inflight[msg.id]  # type: ignore[arg-type]
     session.touch()
+
+
+def _cancelled_answer(msg: Message, call: InFlight) -> bytes:
+    """The answer to a request that was cancelled: it says why."""
+    if call.reason == SHUTDOWN:
+        return jsonrpc.encode_error(msg.id, jsonrpc.GATEWAY_SHUTTING_DOWN,  # type: ignore[arg-type]
+                                    "The gateway is shutting down: the call did not finish within its grace period")
+    return jsonrpc.encode_error(msg.id, jsonrpc.REQUEST_CANCELLED, "Request cancelled")  # type: ignore[arg-type]
+
+
+def _is_json(ctype: bytes | None) -> bool:
+    """Whether a Content-Type is application/json (parameters such as charset allowed)."""
+    if ctype is None:
+        return False
+    return ctype.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
 async def _pump_sse(recv: trio.MemoryReceiveChannel[bytes], responder: Responder) -> None:
@@ -449,7 +478,7 @@ def _wants_progress(msg: Message) -> bool:
         return False
     try:
         meta = _meta_only.decode(msg.params).meta
-    except msgspec.DecodeError:
+    except jsonrpc.DECODE_FAILURES:
         return False
     return meta is not None and "progressToken" in meta
 

@@ -4,6 +4,14 @@ The gateway allocates its own integer ids upstream and keeps a pending table
 ``upstream id -> waiter``; answers are matched by that id only, so client ids
 (which may repeat across sessions) never meet upstream. When the stream ends,
 every waiter fails at once with the server's exit description.
+
+The server is untrusted: whatever it writes is one of (a) a message, delivered;
+(b) a message that needed repair (bad UTF-8, lone surrogate escapes), delivered
+repaired; (c) bytes that name one of our calls but cannot be read, which end that
+call at once with -32003; (d) anything else, logged (escaped, rate-limited) and
+dropped. Nothing it writes can raise out of :meth:`UpstreamConnection.run`: a
+failure while handling its output (a gateway bug) closes this connection only,
+its calls fail at once, and its owner restarts it.
 """
 
 from __future__ import annotations
@@ -17,8 +25,9 @@ import msgspec
 import trio
 from msgspec import UNSET, Raw, UnsetType
 
+from .. import logsafe
 from ..protocol import jsonrpc
-from ..protocol.jsonrpc import Message
+from ..protocol.jsonrpc import Message, ProtocolError
 from .channel import Channel
 
 log = logging.getLogger("mcp_gateway.upstream")
@@ -77,18 +86,42 @@ class UpstreamConnection:
         self.closed = trio.Event()
         self.close_reason: str | None = None
         self.in_flight_peak = 0
+        self._log = logsafe.peer_log(name)
+        self._scope: trio.CancelScope | None = None
+        # Liveness (see liveness.py): when the server last said anything, and how many calls in
+        # a row ran out of time; ``suspect`` wakes the watchdog after too many of those.
+        self.last_received = trio.current_time()
+        self.consecutive_timeouts = 0
+        self.suspect = trio.Event()
+        self.invalid_messages = 0
+        self.repaired_messages = 0
 
     @property
     def in_flight(self) -> int:
         return len(self._pending)
 
+    def abort(self, reason: str) -> None:
+        """Close the connection now: every call in flight fails with ``reason``."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Pump both directions until the server's stdout ends, then fail every waiter."""
+        """Pump both directions until the server's stdout ends (or :meth:`abort`), then fail
+        every waiter. Never raises an exception from the server's side: see the module docstring."""
         try:
             async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
                 task_status.started()
-                reason = await self._reader()
+                try:
+                    reason = await self._reader()
+                except Exception as exc:  # containment: a bug reached through one server's output
+                    log.exception("%s: failed handling the server's output", self.name)
+                    reason = self.close_reason = (
+                        f"server {self.name!r}: the gateway failed to handle its output "
+                        f"({type(exc).__name__}); connection closed")
                 log.warning("%s", reason)
                 nursery.cancel_scope.cancel()
         finally:
@@ -125,6 +158,8 @@ class UpstreamConnection:
                 sent = True
                 await waiter.event.wait()
             if scope.cancelled_caught:
+                self.consecutive_timeouts += 1
+                self.suspect.set()
                 raise UpstreamError(jsonrpc.REQUEST_TIMEOUT,
                                     f"server {self.name!r} did not answer {method} within {timeout:g}s")
             completed = True
@@ -178,6 +213,9 @@ class UpstreamConnection:
                 batch.clear()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("%s: stdin closed: %r", self.name, exc)
+        except Exception as exc:  # containment, as in run(): end this connection, never the gateway
+            log.exception("%s: writing to the server failed", self.name)
+            self.abort(f"server {self.name!r}: writing to it failed ({type(exc).__name__}); connection closed")
 
     async def _reader(self) -> str:
         """Split stdout into lines and dispatch them; return why the stream ended."""
@@ -191,6 +229,7 @@ class UpstreamConnection:
                 log.debug("%s: stdout read failed: %r", self.name, exc)
             if not data:
                 return await self._describe_end()
+            self.last_received = trio.current_time()
             newline = data.find(b"\n")
             if newline == -1:
                 parts.append(data)
@@ -206,10 +245,11 @@ class UpstreamConnection:
                 parts.clear()
                 buffered = 0
             view = memoryview(data)
+            ascii_only = data.isascii()  # one C scan per chunk; UTF-8 is checked per line only if not
             start = 0
             while newline != -1:
                 if newline > start:
-                    self._dispatch(view[start:newline])
+                    self._dispatch(view[start:newline], ascii_only)
                 start = newline + 1
                 newline = data.find(b"\n", start)
             if start < len(data):
@@ -224,19 +264,22 @@ class UpstreamConnection:
         self.close_reason = f"server {self.name!r} closed its output"
         return self.close_reason
 
-    def _dispatch(self, line: memoryview) -> None:
+    def _dispatch(self, line: memoryview, ascii_only: bool = False) -> None:
         try:
-            msg = jsonrpc.decode_message(line)
-        except jsonrpc.ProtocolError as exc:
-            text = bytes(line[:200]).decode("utf-8", "replace").strip()
-            if text:
-                log.warning("%s: ignoring non JSON-RPC output (%s): %s", self.name, exc.message, text)
+            msg, repaired = jsonrpc.decode_untrusted(line, ascii_only=ascii_only)
+        except ProtocolError as exc:
+            self._invalid(line, exc)
             return
+        if repaired is not None:
+            self.repaired_messages += 1
+            self._log.log(logging.WARNING, f"{repaired} in a message ({len(line)} bytes)",
+                          what="repaired output: ")
         if msg.is_response:
             waiter = self._pending.pop(msg.id, None) if isinstance(msg.id, int) else None
             if waiter is None:
                 log.debug("%s: dropping answer to unknown or abandoned id %r", self.name, msg.id)
                 return
+            self.consecutive_timeouts = 0
             waiter.response = msg
             waiter.event.set()
         elif msg.is_notification:
@@ -244,9 +287,25 @@ class UpstreamConnection:
                 try:
                     self._on_notification(msg)
                 except Exception:  # a hostile or buggy notification must not end the connection
-                    log.exception("%s: handling notification %s failed", self.name, msg.method)
+                    log.exception("%s: handling notification %s failed", self.name,
+                                  logsafe.clean(str(msg.method), 100))
         else:
             self._answer_server_request(msg)
+
+    def _invalid(self, line: memoryview, exc: ProtocolError) -> None:
+        """Output that is not a readable message: if it names one of our calls, that call ends
+        now with the reason (never waits out its timeout); the rest is logged and dropped."""
+        self.invalid_messages += 1
+        target = exc.salvaged_id
+        waiter = self._pending.pop(target, None) if isinstance(target, int) else None
+        if waiter is not None:
+            self.consecutive_timeouts = 0
+            waiter.failure = UpstreamError(
+                jsonrpc.UPSTREAM_INVALID, f"server {self.name!r} sent an invalid answer: {exc.message}")
+            waiter.event.set()
+        if bytes(line[:64]).strip():
+            self._log.log(logging.WARNING, line[:200],
+                          what=f"ignoring output that is not JSON-RPC ({logsafe.clean(exc.message, 200)}): ")
 
     def _answer_server_request(self, msg: Message) -> None:
         """Server-to-client requests. The gateway declares no client capabilities upstream
@@ -260,7 +319,7 @@ class UpstreamConnection:
         try:
             self._send.send_nowait(jsonrpc.encode(out))
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            log.warning("%s: could not answer %s (outbox full)", self.name, msg.method)
+            log.warning("%s: could not answer %s (outbox full)", self.name, logsafe.clean(str(msg.method), 100))
 
 
 _init_decoder = msgspec.json.Decoder(dict[str, Any])

@@ -6,7 +6,6 @@ import logging
 import math
 from collections.abc import Callable
 
-import msgspec
 import trio
 from msgspec import Raw
 
@@ -16,6 +15,7 @@ from ..protocol.jsonrpc import Message
 from ..protocol.mcp import LATEST_HANDSHAKE
 from .channel import Launcher, LaunchError
 from .connection import UpstreamConnection, UpstreamError, UpstreamGone, decode_object
+from .liveness import LivenessPolicy, watch
 
 log = logging.getLogger("mcp_gateway.upstream")
 
@@ -32,7 +32,7 @@ async def initialize(conn: UpstreamConnection) -> ServerCatalog:
     raw = await conn.call("initialize", params)
     try:
         result = decode_object(raw)
-    except msgspec.DecodeError as exc:  # upstream output is untrusted
+    except jsonrpc.DECODE_FAILURES as exc:  # upstream output is untrusted
         raise UpstreamError(jsonrpc.INTERNAL_ERROR,
                             f"server {conn.name!r} sent an invalid initialize result: {exc}") from None
     await conn.notify("notifications/initialized")
@@ -59,7 +59,7 @@ async def fetch_list(conn: UpstreamConnection, kind: str, timeout: float) -> lis
         result = await conn.call(method, params, timeout=timeout)
         try:
             page, cursor = decode_list_page(result)
-        except msgspec.DecodeError as exc:  # upstream output is untrusted: one bad server stays contained
+        except jsonrpc.DECODE_FAILURES as exc:  # upstream output is untrusted: one bad server stays contained
             raise UpstreamError(jsonrpc.INTERNAL_ERROR,
                                 f"server {conn.name!r} sent an invalid {method} result: {exc}") from None
         entries += page
@@ -95,8 +95,10 @@ class Instance:
 
     def __init__(self, name: str, launcher: Launcher, *, start_timeout: float, max_message: int,
                  on_notification: Callable[[Message], None] | None = None,
-                 fetch: Callable[[UpstreamConnection, ServerCatalog], object] | None = None) -> None:
+                 fetch: Callable[[UpstreamConnection, ServerCatalog], object] | None = None,
+                 liveness: LivenessPolicy | None = None) -> None:
         self.name = name
+        self._liveness = liveness
         self._launcher = launcher
         self._start_timeout = start_timeout
         self._max_message = max_message
@@ -145,11 +147,16 @@ class Instance:
                     if failure is None:
                         starting.deadline = math.inf
                         self.conn, self.catalog = conn, catalog
+                        if self._liveness is not None:
+                            nursery.start_soon(watch, conn, self._liveness)
                         task_status.started(self)
                         await conn.closed.wait()
                     nursery.cancel_scope.cancel()
         except LaunchError as exc:
             failure = str(exc)
+        except Exception as exc:  # containment: a bug reached through one server ends that instance only
+            log.exception("%s: instance failed", self.name)
+            failure = f"server {self.name!r}: the gateway failed running it ({type(exc).__name__}: {exc})"
         finally:
             self.ended.set()
         if self.conn is None:

@@ -23,6 +23,7 @@ from .backend import BackendBase
 from .channel import Launcher
 from .connection import UpstreamError
 from .instance import Instance, StartError
+from .liveness import LivenessPolicy
 
 log = logging.getLogger("mcp_gateway.upstream")
 
@@ -35,9 +36,11 @@ class PooledBackend(BackendBase):
     def __init__(self, name: str, launcher: Launcher, *, pool: int, idle_timeout: float, start_timeout: float,
                  call_timeout: float, max_message: int, max_instances: int = 64,
                  on_change: Callable[[str], None] | None = None,
-                 on_notification: Callable[[str, Message], None] | None = None) -> None:
+                 on_notification: Callable[[str, Message], None] | None = None,
+                 liveness: LivenessPolicy | None = None) -> None:
         super().__init__(name, launcher, start_timeout=start_timeout, call_timeout=call_timeout,
-                         max_message=max_message, on_change=on_change, on_notification=on_notification)
+                         max_message=max_message, on_change=on_change, on_notification=on_notification,
+                         liveness=liveness)
         self.pool_size = pool
         self.idle_timeout = idle_timeout
         self.max_instances = max(max_instances, pool)
@@ -143,8 +146,7 @@ class PooledBackend(BackendBase):
         self.state = "ready"
         if needs_catalog and self.catalog is None and instance.catalog is not None:
             self.catalog = instance.catalog
-            if self._on_change is not None:
-                self._on_change(self.name)  # the route aggregates now include this server
+            self._changed()  # the route aggregates now include this server
         return instance
 
     async def acquire(self) -> Instance:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from .. import logsafe
 from .channel import LaunchError
 
 log = logging.getLogger("mcp_gateway.upstream")
@@ -171,9 +172,11 @@ def _group_alive(pgid: int) -> bool:
 
 
 async def _log_stderr(name: str, stream: trio.abc.ReceiveStream | None) -> None:
-    """Forward a server's stderr to the gateway log, one line per record, bounded per line."""
+    """Forward a server's stderr to the gateway log, one record per line, through its
+    :class:`~gateway.logsafe.PeerLog` (escaped, capped, rate-limited)."""
     if stream is None:
         return
+    plog = logsafe.peer_log(name)
     buf = b""
     try:
         while chunk := await stream.receive_some(65536):
@@ -181,11 +184,11 @@ async def _log_stderr(name: str, stream: trio.abc.ReceiveStream | None) -> None:
             *lines, buf = buf.split(b"\n")
             for line in lines:
                 if line.strip():
-                    log.info("[%s] %s", name, line[:4000].decode("utf-8", "replace").rstrip())
+                    plog.log(logging.INFO, line.rstrip(b"\r"))
             if len(buf) > 65536:
-                log.info("[%s] %s", name, buf[:4000].decode("utf-8", "replace"))
+                plog.log(logging.INFO, buf)
                 buf = b""
     except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
         return
     if buf.strip():
-        log.info("[%s] %s", name, buf[:4000].decode("utf-8", "replace").rstrip())
+        plog.log(logging.INFO, buf.rstrip(b"\r"))

@@ -16,6 +16,7 @@ from .backend import BackendBase
 from .channel import Launcher
 from .connection import UpstreamConnection, UpstreamError, UpstreamGone
 from .instance import StartError, fetch_list, fetch_templates
+from .liveness import LivenessPolicy
 
 log = logging.getLogger("mcp_gateway.upstream")
 
@@ -40,9 +41,11 @@ class ServerSupervisor(BackendBase):
     def __init__(self, name: str, launcher: Launcher, *, start_timeout: float = 30.0, call_timeout: float = 60.0,
                  backoff: float = 0.5, backoff_max: float = 30.0, max_message: int = 16 * 1024 * 1024,
                  on_change: Callable[[str], None] | None = None,
-                 on_notification: Callable[[str, Message], None] | None = None) -> None:
+                 on_notification: Callable[[str, Message], None] | None = None,
+                 liveness: LivenessPolicy | None = None) -> None:
         super().__init__(name, launcher, start_timeout=start_timeout, call_timeout=call_timeout,
-                         max_message=max_message, on_change=on_change, on_notification=on_notification)
+                         max_message=max_message, on_change=on_change, on_notification=on_notification,
+                         liveness=liveness)
         self._backoff = backoff
         self._backoff_max = backoff_max
         self.backoff_delay = backoff  # the wait before the latest restart
@@ -60,7 +63,14 @@ class ServerSupervisor(BackendBase):
             self._nursery = nursery
             while True:
                 started_at = trio.current_time()
-                ready = await self._lifetime(task_status if first else None)
+                try:
+                    ready = await self._lifetime(task_status if first else None)
+                except Exception as exc:  # containment: never let one server end the gateway
+                    log.exception("%s: supervisor failed", self.name)
+                    self.last_error = f"server {self.name!r}: the gateway failed supervising it ({exc!r})"
+                    self._conn, ready = None, False
+                    if first:
+                        task_status.started()
                 first = False
                 self.restarts += 1
                 # Only a run that lasted resets the backoff: one that dies right after
@@ -145,8 +155,8 @@ class ServerSupervisor(BackendBase):
     def _set_catalog(self, catalog: ServerCatalog) -> None:
         changed = self.catalog != catalog
         self.catalog = catalog
-        if changed and self._on_change is not None:
-            self._on_change(self.name)
+        if changed:
+            self._changed()
 
     def _notification(self, msg: Message) -> None:
         kind = _LIST_CHANGED.get(msg.method) if isinstance(msg.method, str) else None
