@@ -30,7 +30,6 @@ import base64
 import io
 import json
 import struct
-import sys
 import warnings
 import wave
 import zlib
@@ -242,7 +241,9 @@ async def _elicit(ctx: Context, message: str, schema: dict[str, Any]) -> types.E
     caps = ctx.session.client_capabilities
     if caps is None or caps.elicitation is None:
         return None
-    return await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_context.request_id)
+    answer: types.ElicitResult = await ctx.session.elicit_form(
+        message, schema, related_request_id=ctx.request_context.request_id)
+    return answer
 
 
 NO_ELICITATION = "The client does not support elicitation"
@@ -435,4 +436,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
