@@ -96,7 +96,7 @@ def result(*content: types.ContentBlock, is_error: bool = False) -> types.CallTo
 # -- resumability: a bounded in-memory event store for the HTTP transport ---------------------------
 
 class MemoryEventStore(EventStore):
-    """Keeps the last ``limit`` SSE events of every stream, so a client whose stream was closed
+    """Keeps the last ``limit`` SSE events (all streams together), so a client whose stream was closed
     (test_reconnection) can resume with ``Last-Event-ID``. Event ids are a global counter."""
 
     def __init__(self, limit: int = 10_000) -> None:
