@@ -8,7 +8,9 @@ setting                 default                                     loosened by
 ======================  ==========================================  ================================
 root filesystem         read-only                                   ``read_only=False``
 /tmp                    tmpfs ``rw,noexec,nosuid,nodev,size=64m``   ``tmpfs_size``
-privileges              ``no-new-privileges``, default seccomp      (never loosened)
+privileges              ``no-new-privileges``                       (never loosened)
+system calls            the ``strict`` seccomp profile              ``seccomp="docker-default"``
+                        (:mod:`sandbox.seccomp`)                    (Docker's own default profile)
 capabilities            all dropped                                 ``cap_add``
 user                    ``65534:65534`` (nobody); numeric uid:gid,  ``user`` (+ ``allow_root``)
                         uid 0 and gid 0 refused
@@ -21,6 +23,7 @@ init                    Docker's init (reaps zombies, forwards      (always on)
                         signals)
 logs                    not kept by Docker (stderr goes to the      (always)
                         gateway's log)
+exited containers       removed by the engine (auto-remove)         (always)
 ======================  ==========================================  ================================
 
 Secrets (``secrets_env``) go into the container's environment only: never argv, never a label,
@@ -33,11 +36,12 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from docker.types import LogConfig, Mount
 
 from gateway.config import root_user_problem
+from sandbox import seccomp
 
 MANAGED_LABEL = "io.mcp-gateway.managed"
 INSTANCE_LABEL = "io.mcp-gateway.instance"
@@ -83,6 +87,8 @@ class SandboxSpec:
     read_only: bool = True
     tmpfs_size: int = 64 * MIB
     cap_add: Sequence[str] = ()
+    #: ``strict``: our allowlist (:mod:`sandbox.seccomp`); ``docker-default``: the engine's profile.
+    seccomp: Literal["strict", "docker-default"] = "strict"
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -107,6 +113,8 @@ def _check(spec: SandboxSpec) -> None:
     for cap in spec.cap_add:
         if not re.fullmatch(r"[A-Z_]+", cap.removeprefix("CAP_")):
             raise SandboxConfigError(f"cap_add: {cap!r} is not a capability name")
+    if spec.seccomp not in ("strict", "docker-default"):
+        raise SandboxConfigError(f"seccomp: expected 'strict' or 'docker-default', got {spec.seccomp!r}")
     overlap = spec.env.keys() & spec.secrets_env.keys()
     if overlap:
         raise SandboxConfigError(f"env and secrets both set {sorted(overlap)}")
@@ -151,12 +159,14 @@ def container_kwargs(server: str, spec: SandboxSpec, instance_id: str) -> dict[s
         "stdin_open": True,
         "tty": False,
         "detach": False,
-        # We remove containers ourselves, after reading how they exited (OOM or not).
-        "auto_remove": False,
+        # The engine removes a container once it has exited, so none pile up even when the gateway
+        # is gone. How it exited (status, OOM) reaches the gateway through its events stream
+        # (sandbox.exits), which does not race the removal as an inspect after exit would.
+        "auto_remove": True,
         "read_only": spec.read_only,
         "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmpfs_size}"},
-        # Docker's default seccomp profile stays on: we never pass seccomp=unconfined.
-        "security_opt": ["no-new-privileges:true"],
+        # seccomp: our strict profile inline, or nothing (Docker's default); never "unconfined".
+        "security_opt": ["no-new-privileges:true", *seccomp.security_opt(spec.seccomp)],
         "cap_drop": ["ALL"],
         "cap_add": list(spec.cap_add),
         "mem_limit": spec.memory,

@@ -18,6 +18,7 @@ from sandbox.profile import (
     container_kwargs,
     redact,
 )
+from sandbox.seccomp import strict_profile_json
 
 
 def kwargs_for(**spec: object) -> dict[str, object]:
@@ -31,7 +32,7 @@ def test_defaults_are_hardened() -> None:
     assert kw["command"] is None  # the image's own command
     assert kw["read_only"] is True
     assert kw["tmpfs"] == {"/tmp": f"rw,noexec,nosuid,nodev,size={64 * MIB}"}
-    assert kw["security_opt"] == ["no-new-privileges:true"]
+    assert kw["security_opt"] == ["no-new-privileges:true", f"seccomp={strict_profile_json()}"]
     assert kw["cap_drop"] == ["ALL"] and kw["cap_add"] == []
     assert kw["user"] == "65534:65534"
     assert kw["mem_limit"] == kw["memswap_limit"] == 256 * MIB
@@ -41,7 +42,7 @@ def test_defaults_are_hardened() -> None:
     assert kw["mounts"] == []
     assert kw["init"] is True
     assert kw["stdin_open"] is True and kw["tty"] is False
-    assert kw["auto_remove"] is False
+    assert kw["auto_remove"] is True  # nothing piles up, even once the gateway is gone
     assert kw["log_config"]["Type"] == "none"  # type: ignore[index]
     assert kw["labels"] == {MANAGED_LABEL: "1", INSTANCE_LABEL: "inst-1", SERVER_LABEL: "echo"}
     assert re.fullmatch(r"mcp-gw-echo-[0-9a-f]{10}", str(kw["name"]))
@@ -81,7 +82,15 @@ def test_explicit_settings_loosen_only_what_they_name() -> None:
     assert kw["cap_add"] == ["NET_BIND_SERVICE"] and kw["cap_drop"] == ["ALL"]
     assert kw["labels"]["team"] == "a"  # type: ignore[index]
     # Still on whatever else was loosened.
-    assert kw["security_opt"] == ["no-new-privileges:true"] and kw["init"] is True
+    assert kw["security_opt"] == ["no-new-privileges:true", f"seccomp={strict_profile_json()}"]
+    assert kw["init"] is True
+
+
+def test_docker_default_seccomp_passes_no_profile_and_never_unconfined() -> None:
+    kw = kwargs_for(seccomp="docker-default")
+    assert kw["security_opt"] == ["no-new-privileges:true"]  # the engine applies its own default
+    with pytest.raises(SandboxConfigError, match="seccomp"):
+        kwargs_for(seccomp="unconfined")
 
 
 def test_our_labels_cannot_be_overridden() -> None:
