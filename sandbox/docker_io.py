@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker.errors
 import requests
 import trio
 
 from gateway import logsafe
+
+if TYPE_CHECKING:
+    from sandbox.exits import ExitWatch
 
 log = logging.getLogger("mcp_gateway.upstream")
 
@@ -147,8 +150,9 @@ class DockerChannel:
     """A :class:`gateway.upstream.channel.Channel` to one running container.
 
     ``receive_some`` yields stdout bytes only; stderr is logged line by line as ``[name] line``.
-    ``wait`` blocks on the container in a worker thread of its own (a wait may last for hours, so it
-    must not hold a slot of the shared Docker limiter).
+    ``wait`` reads the exit from ``exit_watch`` (the run's events stream, :mod:`sandbox.exits`);
+    without one, or once that stream is lost, it blocks on the container in a worker thread of its
+    own (a wait may last for hours, so it must not hold a slot of the shared Docker limiter).
     """
 
     def __init__(
@@ -158,9 +162,11 @@ class DockerChannel:
         container: Any,
         *,
         initial: bytes = b"",
+        exit_watch: ExitWatch | None = None,
     ) -> None:
         self.name = name
         self.container = container
+        self._exit_watch = exit_watch
         self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self._demux = FrameDemuxer()
         self._pending = initial  # bytes read before we took over the socket
@@ -236,12 +242,21 @@ class DockerChannel:
         """Wait for the container to exit; describe how (computed once, then cached)."""
         async with self._wait_lock:
             if self._exit is None:
+                watch = self._exit_watch
+                if watch is not None:
+                    await watch.done.wait()
+                    if not watch.lost:
+                        self._exit = describe_exit(watch.status, watch.oom)
+                        return self._exit
                 self._exit = await trio.to_thread.run_sync(
                     self._wait_blocking, abandon_on_cancel=True, limiter=self._wait_limiter
                 )
         return self._exit
 
     def _wait_blocking(self) -> str:
+        """Wait on the container itself. With auto-remove, the OOM flag may be gone by the time we ask
+        (then a kill by the OOM killer reads as "killed by signal 9"): the events stream is the
+        reliable source, this the fallback."""
         try:
             status = self.container.wait().get("StatusCode")
         except docker.errors.NotFound:

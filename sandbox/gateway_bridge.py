@@ -3,7 +3,10 @@
 It owns the run's instance id, the Docker client and the thread limiter every
 blocking Docker call goes through; it turns a server's config into a hardened
 :class:`ContainerLauncher`, sweeps leftovers of an earlier crashed run at start
-and removes this run's containers at shutdown.
+and removes this run's containers at shutdown. Between the two it keeps the
+run's Docker events stream (how containers exit, :mod:`sandbox.exits`) and the
+reapers that remove the run's containers if the gateway dies without a
+shutdown (:mod:`sandbox.reaper_link`).
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import socket
 import trio
 
 from gateway.config import ServerConfig, resolve_secret
+from sandbox.docker_io import DOCKER_ERRORS
 from sandbox.engine import Engine, new_instance_id, shared_client
+from sandbox.exits import ContainerExits
 from sandbox.launcher import ContainerLauncher
-from sandbox.profile import SandboxSpec
+from sandbox.profile import INSTANCE_LABEL, MANAGED_LABEL, SandboxSpec
+from sandbox.reaper_link import ReaperProcess, SiblingReaper
 
 log = logging.getLogger("mcp_gateway.sandbox")
 
@@ -66,18 +72,25 @@ def sandbox_spec(name: str, server: ServerConfig, identity: str) -> SandboxSpec:
         read_only=server.read_only,
         tmpfs_size=server.tmpfs_size,
         cap_add=list(server.cap_add),
+        seccomp=server.seccomp,
         labels={IDENTITY_LABEL: identity},
     )
 
 
 class SandboxRuntime:
-    """Docker state of one gateway run."""
+    """Docker state of one gateway run: :meth:`startup` before the first container, :meth:`shutdown`
+    after the last (the gateway calls both; everything started in between ends in shutdown)."""
 
     def __init__(self, host: str, port: int, *, identity: str | None = None, max_threads: int = 16) -> None:
         self.instance_id = new_instance_id()
         self.identity = identity or default_identity(host, port)
         self.limiter = trio.CapacityLimiter(max_threads)
         self.engine = Engine(shared_client, self.limiter)
+        own = {MANAGED_LABEL: "1", INSTANCE_LABEL: self.instance_id}
+        self.exits = ContainerExits(shared_client, own, self.limiter)
+        self.reaper = ReaperProcess(own)
+        self.sibling = SiblingReaper(shared_client, self.limiter, own, instance_id=self.instance_id,
+                                     extra_labels={IDENTITY_LABEL: self.identity})
 
     def launcher(self, name: str, server: ServerConfig) -> ContainerLauncher:
         return ContainerLauncher(
@@ -86,10 +99,12 @@ class SandboxRuntime:
             shared_client,
             self.limiter,
             instance_id=self.instance_id,
+            exits=self.exits,
         )
 
     async def startup(self) -> None:
-        """Check the engine (fail fast, with the fix) and remove leftovers of earlier runs."""
+        """Check the engine (fail fast, with the fix), remove leftovers of earlier runs, then open the
+        events stream and start the reapers (a failure there costs a safety net, not the gateway)."""
         status = await self.engine.check()
         if not status.reachable:
             raise SandboxUnavailable(f"container servers are configured but {status.error}")
@@ -98,10 +113,38 @@ class SandboxRuntime:
             log.warning(
                 "removed %d container(s) left by an earlier run: %s", len(removed), ", ".join(removed)
             )
+        try:
+            await self.exits.start()
+        except DOCKER_ERRORS as exc:
+            log.warning("no Docker events stream (%s): exit statuses come from each container, "
+                        "and an OOM kill may read as a SIGKILL", exc)
+        try:
+            await self.reaper.start()
+            await self.sibling.start()
+        except BaseException:
+            await self._release(clean=True)
+            raise
 
     async def shutdown(self) -> None:
-        """Remove every container of this run that is still there (bounded, survives cancellation)."""
-        with trio.CancelScope(shield=True), trio.move_on_after(30):
-            removed = await self.engine.remove_own(self.instance_id)
-            if removed:
-                log.info("removed %d container(s) at shutdown", len(removed))
+        """Remove every container of this run that is still there (bounded, survives cancellation),
+        then release the events stream and the reapers."""
+        clean = False
+        with trio.CancelScope(shield=True):
+            try:
+                with trio.move_on_after(30):
+                    removed = await self.engine.remove_own(self.instance_id)
+                    clean = True
+                    if removed:
+                        log.info("removed %d container(s) at shutdown", len(removed))
+            finally:
+                # Not clean: the reaper removes what is left after its grace (if the engine answers).
+                await self._release(clean=clean)
+
+    async def _release(self, *, clean: bool) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                with trio.move_on_after(10):
+                    await self.exits.aclose()
+                    await self.sibling.close()
+            finally:
+                await self.reaper.close(clean=clean)  # bounded itself; the pipe is closed whatever happens

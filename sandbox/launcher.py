@@ -14,6 +14,7 @@ import trio
 
 from gateway.upstream.channel import LaunchError
 from sandbox.docker_io import DOCKER_ERRORS, DockerChannel, attach_raw_socket
+from sandbox.exits import ContainerExits
 from sandbox.profile import SandboxConfigError, SandboxSpec, container_kwargs
 
 log = logging.getLogger("mcp_gateway.sandbox")
@@ -28,7 +29,9 @@ class ContainerLauncher:
 
     ``docker_client_factory`` returns a ``docker.DockerClient`` (called in a worker thread: creating
     one may talk to the engine); ``limiter`` bounds the worker threads of all blocking Docker SDK
-    calls, which never run on the event loop.
+    calls, which never run on the event loop. ``exits`` (the run's events stream) tells each
+    channel how its container ended; containers are auto-removed, so without it an OOM kill may
+    read as a plain SIGKILL.
     """
 
     def __init__(
@@ -40,8 +43,10 @@ class ContainerLauncher:
         *,
         instance_id: str,
         stop_timeout: int = 2,
+        exits: ContainerExits | None = None,
     ) -> None:
         self.name = name
+        self.exits = exits
         self.spec = spec
         self.instance_id = instance_id
         self.stop_timeout = stop_timeout
@@ -75,11 +80,13 @@ class ContainerLauncher:
         except DOCKER_ERRORS as exc:
             raise LaunchError(f"server {self.name!r}: cannot create its container: {_explain(exc)}") from exc
         channel: DockerChannel | None = None
+        # Registered before start, so its death cannot be announced before we listen.
+        watch = self.exits.watch(container.id) if self.exits is not None else None
         try:
             try:
                 # Attach before start, so not one byte of output can be missed.
                 sock, initial = await self._run(attach_raw_socket, client.api, container.id)
-                channel = DockerChannel(self.name, sock, container, initial=initial)
+                channel = DockerChannel(self.name, sock, container, initial=initial, exit_watch=watch)
                 await self._run(container.start)
             except DOCKER_ERRORS as exc:
                 raise LaunchError(f"server {self.name!r}: cannot start container: {_explain(exc)}") from exc
@@ -94,6 +101,8 @@ class ContainerLauncher:
                 await trio.to_thread.run_sync(
                     self._teardown, container, limiter=self._limiter, abandon_on_cancel=True
                 )
+            if self.exits is not None:
+                self.exits.forget(container.id)
             if scope.cancelled_caught:
                 log.warning(
                     "[%s] container %s not removed within %ss", self.name, container.name, CLEANUP_TIMEOUT
@@ -112,9 +121,17 @@ class ContainerLauncher:
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
-            # 409 "removal already in progress" is someone else finishing our job.
+            # 409 "removal already in progress": the engine's auto-remove (it stopped, so it exited) is
+            # finishing our job; wait for it, so the container is gone when we return.
             if exc.status_code != 409:
                 log.warning("[%s] removing %s failed: %s", self.name, container.name, _explain(exc))
+                return
+            try:
+                container.wait(condition="removed", timeout=CLEANUP_TIMEOUT)
+            except docker.errors.NotFound:
+                pass
+            except DOCKER_ERRORS as exc:
+                log.debug("[%s] waiting for the removal of %s: %s", self.name, container.name, _explain(exc))
         except DOCKER_ERRORS as exc:
             log.warning("[%s] removing %s failed: %s", self.name, container.name, _explain(exc))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import docker
@@ -20,8 +20,10 @@ import trio
 from gateway.upstream.channel import Launcher, LaunchError
 from sandbox.docker_io import DockerChannel
 from sandbox.engine import Engine, check_engine, image_exists, remove_orphans, remove_own
+from sandbox.exits import ContainerExits
 from sandbox.launcher import ContainerLauncher
 from sandbox.profile import INSTANCE_LABEL, MANAGED_LABEL, MIB, SERVER_LABEL, SandboxSpec
+from sandbox.seccomp import strict_profile_json
 from tests.conftest_docker import ECHO_IMAGE, TIME_IMAGE
 
 pytestmark = pytest.mark.docker
@@ -83,13 +85,25 @@ LauncherFactory = Callable[..., ContainerLauncher]
 
 
 @pytest.fixture
-def make_launcher(docker_client: docker.DockerClient, gateway_instance_id: str) -> LauncherFactory:
+async def exits(docker_client: docker.DockerClient, gateway_instance_id: str) -> AsyncIterator[ContainerExits]:
+    """The run's events stream, as the gateway keeps one (how containers exit, OOM included)."""
+    watcher = ContainerExits(lambda: docker_client, {INSTANCE_LABEL: gateway_instance_id}, trio.CapacityLimiter(1))
+    await watcher.start()
+    yield watcher
+    await watcher.aclose()
+
+
+@pytest.fixture
+def make_launcher(
+    docker_client: docker.DockerClient, gateway_instance_id: str, exits: ContainerExits
+) -> LauncherFactory:
     limiter = trio.CapacityLimiter(4)
 
     def make(name: str = "probe", **spec: Any) -> ContainerLauncher:
         spec.setdefault("image", ECHO_IMAGE)
         return ContainerLauncher(
-            name, SandboxSpec(**spec), lambda: docker_client, limiter, instance_id=gateway_instance_id
+            name, SandboxSpec(**spec), lambda: docker_client, limiter, instance_id=gateway_instance_id,
+            exits=exits,
         )
 
     return make
@@ -128,7 +142,7 @@ async def test_hardening_inside_and_inspect(
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert not host["CapAdd"]
-    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["SecurityOpt"] == ["no-new-privileges:true", f"seccomp={strict_profile_json()}"]
     assert host["PidsLimit"] == 64
     assert host["Memory"] == 128 * MIB
     assert host["MemorySwap"] == 128 * MIB
@@ -136,7 +150,7 @@ async def test_hardening_inside_and_inspect(
     assert host["NetworkMode"] == "none"
     assert host["Init"] is True
     assert host["Privileged"] is False
-    assert host["AutoRemove"] is False
+    assert host["AutoRemove"] is True
     assert host["LogConfig"]["Type"] == "none"
     assert host["Tmpfs"] == {"/tmp": f"rw,noexec,nosuid,nodev,size={64 * MIB}"}
     assert not host["Binds"] and attrs["Mounts"] == []  # no host paths (the tmpfs is not a mount here)
@@ -159,18 +173,21 @@ async def test_secrets_reach_env_only(
         command=[
             "python3",
             "-c",
-            "import os,sys; print(os.environ['API_KEY'], os.environ['MODE'], sys.argv)",
+            # Waits for stdin's EOF: the container is auto-removed once it exits, so inspect it first.
+            "import os,sys; print(os.environ['API_KEY'], os.environ['MODE'], sys.argv, flush=True); "
+            "sys.stdin.read()",
         ],
         env={"MODE": "plain"},
         secrets_env={"API_KEY": "s3cret-value"},
     )
     assert "s3cret-value" not in repr(launcher.spec)
     async with launcher.open() as channel:
+        attrs = await trio.to_thread.run_sync(docker_client.api.inspect_container, channel.container.id)
+        await channel.send_eof()
         out = b""
         while data := await channel.receive_some():
             out += data
         assert await channel.wait() == "exited with status 0"
-        attrs = await trio.to_thread.run_sync(docker_client.api.inspect_container, channel.container.id)
     assert out.decode().split()[:2] == ["s3cret-value", "plain"]
     assert "s3cret-value" not in json.dumps(attrs["Args"]) + json.dumps(attrs["Config"]["Cmd"])
 
@@ -324,6 +341,6 @@ async def test_engine_async_wrapper(docker_client: docker.DockerClient, gateway_
     assert await engine.remove_orphans(gateway_instance_id, labels={SERVER_LABEL: tag}) == []
 
 
-def test_launcher_satisfies_the_channel_seam(make_launcher: LauncherFactory) -> None:
+async def test_launcher_satisfies_the_channel_seam(make_launcher: LauncherFactory) -> None:
     launcher: Launcher = make_launcher()  # checked by mypy: ContainerLauncher is a Launcher
     assert launcher.name == "probe"
