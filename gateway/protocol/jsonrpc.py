@@ -163,7 +163,7 @@ def decode_untrusted(data: bytes | memoryview, *, ascii_only: bool = False) -> t
     try:
         return decode_message(data), repaired
     except ProtocolError as exc:
-        if exc.code != PARSE_ERROR:
+        if exc.code != PARSE_ERROR or "surrogate" not in exc.message:
             raise
         fixed = repair_surrogates(data)
         if fixed is None:

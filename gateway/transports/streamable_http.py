@@ -210,11 +210,8 @@ class StreamableHTTPTransport:
             await _error(responder, 404, None, INVALID_REQUEST,
                          "Session not found: it ended or expired; initialize a new one")
             return None
-        if version is not None and version.decode("latin-1") != session.version:
-            await _error(responder, 400, None, INVALID_REQUEST,
-                         f"Bad Request: MCP-Protocol-Version {version.decode('latin-1')} does not match the "
-                         f"negotiated {session.version}")
-            return None
+        # A supported MCP-Protocol-Version other than the negotiated one is accepted: the spec asks
+        # for 400 only for an invalid or unsupported one (refused before this, with -32022).
         session.touch()
         return session
 
