@@ -27,9 +27,12 @@ from .upstream.supervisor import ServerSupervisor
 log = logging.getLogger("mcp_gateway")
 
 DEFAULT_PAGE_SIZE = 1000
+# An upstream's log levels in the gateway's log. Capped at WARNING: a server's own error is not the
+# gateway's, and a hostile one must not be able to raise the gateway's alerts. The level it said is
+# kept in the message.
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING,
-               "error": logging.ERROR, "critical": logging.CRITICAL, "alert": logging.CRITICAL,
-               "emergency": logging.CRITICAL}
+               "error": logging.WARNING, "critical": logging.WARNING, "alert": logging.WARNING,
+               "emergency": logging.WARNING}
 
 
 class GatewayError(Exception):
@@ -200,7 +203,8 @@ class Gateway:
             text = jsonrpc.decode_any(raw_data) if 0 < size <= 65536 else None
             payload = text if isinstance(text, str) else (
                 b"" if raw_data is None else bytes(memoryview(raw_data)[:8192]))
-            logsafe.peer_log(server).log(_LOG_LEVELS.get(str(level), logging.INFO), payload, what="log: ")
+            name = level if isinstance(level, str) and level in _LOG_LEVELS else "info"
+            logsafe.peer_log(server).log(_LOG_LEVELS[name], payload, what=f"log ({name}): ")
         else:
             log.debug("%s: notification %s not forwarded", server, method)
 

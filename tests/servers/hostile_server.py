@@ -15,7 +15,7 @@ It answers ``initialize``, ``tools/list`` and ``ping`` correctly; each tool then
 - ``flood_logs(count)``: ``count`` log notifications and stderr lines with forged log lines in them,
   then a correct answer.
 - ``hang``: never answers, and stops reading stdin (a wedged server).
-- ``freeze``: stops itself with SIGSTOP (a stopped process: pipes open, nothing moves).
+- ``freeze``: answers, then stops itself with SIGSTOP (a stopped process: pipes open, nothing moves).
 
 ``--deep-at-start`` prints a deeply nested value before reading anything.
 """
@@ -85,6 +85,7 @@ def call(request_id: object, name: str, args: dict[str, object]) -> None:
         while True:  # stop reading stdin, never answer
             time.sleep(3600)
     elif name == "freeze":
+        send({"jsonrpc": "2.0", "id": request_id, "result": text_result("freezing")})
         os.kill(os.getpid(), signal.SIGSTOP)
     else:
         send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": f"Unknown tool: {name}"}})
