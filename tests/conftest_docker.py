@@ -21,6 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_IMAGE = "mcp-gateway-test/echo:1"
 TIME_IMAGE = "mcp-gateway-test/time:1"
+#: Node 22 + npm MCP servers (server-everything, tests/servers/node_probe.mjs); see scripts/test-env.
+NODE_IMAGE = "mcp-gateway-test/node:1"
 
 
 @pytest.fixture(scope="session")
