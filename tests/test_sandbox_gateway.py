@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import docker
 import pytest
@@ -15,9 +11,8 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from gateway.upstream.lifecycle import CallBackend, SessionBackend
-from sandbox.gateway_bridge import IDENTITY_LABEL, default_identity
 from tests.conftest_docker import ECHO_IMAGE, TIME_IMAGE
-from tests.helpers import HTTPClient, config, free_port, running_gateway
+from tests.helpers import config, running_gateway
 
 pytestmark = pytest.mark.docker
 
@@ -141,51 +136,6 @@ async def test_call_lifecycle_with_warm_pool(docker_client: docker.DockerClient)
                 while len(backend.warm) < 2:
                     await trio.sleep(0.05)
         assert backend.started_total == started + 3
-
-
-
-async def test_orphans_of_a_killed_gateway_are_removed_at_next_start(
-    docker_client: docker.DockerClient, tmp_path: Path
-) -> None:
-    cfg = tmp_path / "gw.yaml"
-    port = free_port()
-    cfg.write_text(f"listen: {{port: {port}}}\nservers:\n  box: {json.dumps(BOX)}\n")
-    cli = [sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg)]
-
-    async def start() -> trio.Process:
-        proc = await trio.lowlevel.open_process(cli, stderr=subprocess.DEVNULL)
-        with trio.fail_after(60):
-            while True:
-                try:
-                    async with HTTPClient.connect(port) as http:
-                        if (await http.request("GET", "/healthz")).json()["servers"]["box"][
-                            "state"
-                        ] == "ready":
-                            return proc
-                except OSError:
-                    pass
-                await trio.sleep(0.2)
-
-    identity = default_identity("127.0.0.1", port)  # what both runs label their containers with
-
-    def managed() -> list[str]:
-        labels = ["io.mcp-gateway.managed=1", f"{IDENTITY_LABEL}={identity}"]
-        return [c.name for c in docker_client.containers.list(all=True, filters={"label": labels})]
-
-    first = await start()
-    before = set(managed())
-    assert before
-    first.send_signal(signal.SIGKILL)
-    await first.wait()
-    assert before & set(managed())  # left behind by the killed gateway
-    second = await start()
-    try:
-        assert not before & set(managed())  # swept at start
-    finally:
-        second.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
-            await second.wait()
-    assert managed() == []  # and its own removed at shutdown
 
 
 async def test_container_that_never_answers_is_reported_after_start_timeout() -> None:
