@@ -344,3 +344,28 @@ async def test_engine_async_wrapper(docker_client: docker.DockerClient, gateway_
 async def test_launcher_satisfies_the_channel_seam(make_launcher: LauncherFactory) -> None:
     launcher: Launcher = make_launcher()  # checked by mypy: ContainerLauncher is a Launcher
     assert launcher.name == "probe"
+
+
+async def test_exit_is_still_reported_when_the_events_stream_is_lost(
+    docker_client: docker.DockerClient, gateway_instance_id: str
+) -> None:
+    # The stream ends (engine restart; here: closed under the waiter): the waiter falls back to
+    # waiting on the container itself, and later containers get no watch at all.
+    exits = ContainerExits(lambda: docker_client, {INSTANCE_LABEL: gateway_instance_id}, trio.CapacityLimiter(1))
+    await exits.start()
+    launcher = ContainerLauncher("probe", SandboxSpec(image=ECHO_IMAGE), lambda: docker_client,
+                                 trio.CapacityLimiter(2), instance_id=gateway_instance_id, exits=exits)
+    async with launcher.open() as channel:
+        await RawMcp(channel).initialize()
+        waited: list[str] = []
+
+        async def wait() -> None:
+            waited.append(await channel.wait())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.sleep(0.2)
+            await exits.aclose()  # the waiter's watch is marked lost
+            assert not exits.running and exits.watch("another") is None
+            await channel.send_eof()  # the server exits at EOF...
+        assert waited == ["exited with status 0"]  # ...and its status still arrives
