@@ -10,8 +10,7 @@ import json
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from gateway.protocol import jsonrpc
 from gateway.protocol.jsonrpc import ProtocolError

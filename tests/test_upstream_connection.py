@@ -10,7 +10,7 @@ import trio.lowlevel
 import trio.testing
 from msgspec import Raw
 
-from gateway.upstream.connection import UpstreamConnection, UpstreamError, UpstreamGone
+from gateway.upstream.connection import CallError, UpstreamConnection, UpstreamGone
 
 
 class MemoryChannel:
@@ -67,7 +67,7 @@ async def test_ids_are_gateway_allocated_and_answers_matched_in_any_order() -> N
 async def test_stream_end_fails_every_waiter_with_the_exit_description() -> None:
     ch = MemoryChannel()
     conn = UpstreamConnection("up", ch)
-    errors: list[UpstreamError] = []
+    errors: list[CallError] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(conn.run)
 
@@ -126,7 +126,7 @@ async def test_upstream_error_is_passed_through_and_junk_lines_are_skipped() -> 
             ).encode() + b"\n")
 
         nursery.start_soon(answer)
-        with pytest.raises(UpstreamError) as info:
+        with pytest.raises(CallError) as info:
             await conn.call("tools/call")
         assert (info.value.code, info.value.message, bytes(info.value.data)) == (-32602, "bad", b"[1]")
         nursery.cancel_scope.cancel()

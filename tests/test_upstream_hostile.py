@@ -12,12 +12,11 @@ import math
 import pytest
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from msgspec import Raw
 
 from gateway.protocol import jsonrpc
-from gateway.upstream.connection import UpstreamConnection, UpstreamError, UpstreamGone
+from gateway.upstream.connection import CallError, UpstreamConnection, UpstreamGone
 from gateway.upstream.liveness import LivenessPolicy, watch
 from tests.test_upstream_connection import MemoryChannel, _read_messages
 
@@ -65,7 +64,7 @@ async def test_junk_never_escapes_the_reader_and_the_call_ends_at_once(junk: lis
             async def call() -> None:
                 try:
                     outcome.append(await conn.call("tools/call", {"name": Raw(b'"t"')}, timeout=math.inf))
-                except UpstreamError as exc:
+                except CallError as exc:
                     outcome.append(exc)
 
             nursery.start_soon(call)
@@ -92,7 +91,7 @@ async def test_junk_never_escapes_the_reader_and_the_call_ends_at_once(junk: lis
                 text = json.loads(bytes(result))
                 assert text.get("t", "\ufffd") == "\ufffd" or text == {"ok": True}
             else:
-                assert isinstance(result, UpstreamError) and result.code == jsonrpc.UPSTREAM_INVALID, result
+                assert isinstance(result, CallError) and result.code == jsonrpc.UPSTREAM_INVALID, result
                 assert "sent an invalid answer" in result.message
             assert not conn.closed.is_set()  # junk is dropped, the connection stays up
             # ... and still works
@@ -122,12 +121,12 @@ async def test_a_bug_while_handling_output_ends_that_connection_only() -> None:
         # ... and anything else that escapes the reader closes this connection, with a reason,
         # failing its calls, instead of leaving run() (and the gateway's nursery).
         conn._dispatch = lambda line, ascii_only=False: 1 / 0  # type: ignore[method-assign]
-        failure: list[UpstreamError] = []
+        failure: list[CallError] = []
 
         async def call() -> None:
             try:
                 await conn.call("tools/call")
-            except UpstreamError as exc:
+            except CallError as exc:
                 failure.append(exc)
 
         nursery.start_soon(call)
@@ -224,7 +223,7 @@ async def test_consecutive_call_timeouts_trigger_a_ping_at_once(autojump_clock: 
     conn = UpstreamConnection("stuck", ch)
     peer = Peer(ch)
     peer.answering = False
-    failures: list[UpstreamError] = []
+    failures: list[CallError] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(conn.run)
         nursery.start_soon(peer.run)
@@ -233,7 +232,7 @@ async def test_consecutive_call_timeouts_trigger_a_ping_at_once(autojump_clock: 
         async def call() -> None:
             try:
                 await conn.call("tools/call", timeout=1)
-            except UpstreamError as exc:
+            except CallError as exc:
                 failures.append(exc)
 
         for _ in range(2):
@@ -252,14 +251,15 @@ async def test_an_answer_resets_the_timeout_count(autojump_clock: trio.testing.M
     async with trio.open_nursery() as nursery:
         await nursery.start(conn.run)
         nursery.start_soon(watch, conn, LivenessPolicy(interval=0, timeout=5, after_timeouts=2))
-        with pytest.raises(UpstreamError):
+        with pytest.raises(CallError):
             await conn.call("tools/call", timeout=1)
         nursery.start_soon(conn.call, "tools/call")
-        sent = await _read_messages(ch.server_in, 2)
-        await ch.server_out.send_all(b'{"jsonrpc":"2.0","id":%d,"result":{}}\n' % sent[-1]["id"])
+        sent = await _read_messages(ch.server_in, 3)  # the call, its notifications/cancelled, the next call
+        latest = [m for m in sent if "id" in m][-1]
+        await ch.server_out.send_all(b'{"jsonrpc":"2.0","id":%d,"result":{}}\n' % latest["id"])
         await trio.testing.wait_all_tasks_blocked()
         assert conn.consecutive_timeouts == 0
-        with pytest.raises(UpstreamError):
+        with pytest.raises(CallError):
             await conn.call("tools/call", timeout=1)  # one timeout: below the threshold again
         await trio.sleep(60)
         assert not conn.closed.is_set()

@@ -14,27 +14,27 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 
 import msgspec
-from msgspec import UNSET as UNSET
-from msgspec import Raw
-from msgspec import UnsetType as UnsetType
+from msgspec import UNSET as UNSET, Raw, UnsetType as UnsetType
 
+# Error codes and ProtocolError live in errors.py (the one error tree); re-exported here because
+# every message-level module speaks in them.
+from .errors import (
+    GATEWAY_SHUTTING_DOWN as GATEWAY_SHUTTING_DOWN,
+    HEADER_MISMATCH as HEADER_MISMATCH,
+    INTERNAL_ERROR as INTERNAL_ERROR,
+    INVALID_PARAMS as INVALID_PARAMS,
+    INVALID_REQUEST as INVALID_REQUEST,
+    METHOD_NOT_FOUND as METHOD_NOT_FOUND,
+    PARSE_ERROR as PARSE_ERROR,
+    REQUEST_CANCELLED as REQUEST_CANCELLED,
+    REQUEST_TIMEOUT as REQUEST_TIMEOUT,
+    UNSUPPORTED_PROTOCOL_VERSION as UNSUPPORTED_PROTOCOL_VERSION,
+    UPSTREAM_INVALID as UPSTREAM_INVALID,
+    UPSTREAM_UNAVAILABLE as UPSTREAM_UNAVAILABLE,
+    ProtocolError as ProtocolError,
+    RequestId as RequestId,
+)
 from .salvage import repair_surrogates, salvage_id
-
-RequestId = int | str
-
-# Standard JSON-RPC and MCP error codes.
-PARSE_ERROR: Final = -32700
-INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
-INVALID_PARAMS: Final = -32602
-INTERNAL_ERROR: Final = -32603
-# Implementation-defined server errors (-32000..-32099).
-UPSTREAM_UNAVAILABLE: Final = -32000  # the upstream server crashed, exited or cannot start
-REQUEST_TIMEOUT: Final = -32001  # the upstream did not answer within the call timeout
-UPSTREAM_INVALID: Final = -32003  # the upstream answered with a message that cannot be read
-GATEWAY_SHUTTING_DOWN: Final = -32004  # the call was still running when the shutdown grace ended
-UNSUPPORTED_PROTOCOL_VERSION: Final = -32022  # 2026-07-28
-REQUEST_CANCELLED: Final = -32800  # LSP's RequestCancelled; used only where an answer is unavoidable
 
 
 class ErrorObject(msgspec.Struct, omit_defaults=True):
@@ -68,23 +68,6 @@ class Message(msgspec.Struct, omit_defaults=True):
     def is_response(self) -> bool:
         """A result or an error answering a request."""
         return self.method is UNSET and (self.result is not UNSET or self.error is not UNSET)
-
-
-class ProtocolError(Exception):
-    """A message we cannot accept; carries the JSON-RPC code and the id to answer with.
-
-    ``salvaged_id`` is the id the bytes seemed to carry even when the message as a whole
-    could not be read (a parse error is answered with id null, as JSON-RPC says, but an
-    upstream answer that names one of our calls must still end that call at once).
-    """
-
-    def __init__(self, code: int, message: str, id: RequestId | None = None,
-                 salvaged_id: RequestId | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.id = id
-        self.salvaged_id = salvaged_id if salvaged_id is not None else id
 
 
 # Built once and reused (msgspec encoders/decoders are reusable and thread-safe).

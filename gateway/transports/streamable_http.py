@@ -22,10 +22,10 @@ from msgspec import UNSET, Raw
 from .. import logsafe
 from ..http.server import Headers, Request, Responder
 from ..protocol import jsonrpc, mcp
+from ..protocol.errors import CallError
 from ..protocol.jsonrpc import INVALID_REQUEST, Message, ProtocolError
 from ..router import Route, Router
 from ..session import CANCELLED, SHUTDOWN, InFlight, Session, SessionLimit, SessionManager
-from ..upstream.connection import UpstreamError
 
 log = logging.getLogger("mcp_gateway.http")
 
@@ -324,7 +324,7 @@ class StreamableHTTPTransport:
             result = await self.router.handle(session, msg, emit)
         except ProtocolError as exc:
             return jsonrpc.encode_error(msg.id, exc.code, exc.message)  # type: ignore[arg-type]
-        except UpstreamError as exc:
+        except CallError as exc:
             return jsonrpc.encoder.encode(jsonrpc.Message(
                 jsonrpc="2.0", id=msg.id,
                 error=jsonrpc.ErrorObject(code=exc.code, message=exc.message, data=exc.data)))
@@ -332,6 +332,14 @@ class StreamableHTTPTransport:
 
     async def _batch(self, route: Route, request: Request, responder: Responder,
                      accepts_json: bool, accepts_sse: bool) -> None:
+        # Parsed before anything else, as for a single message: a body that is not JSON (or nested
+        # too deeply to read) is -32700 whatever the session, never a batch-rule -32600.
+        try:
+            items = _batch_decoder.decode(request.body)
+        except jsonrpc.DECODE_FAILURES as exc:
+            text = "JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            await _error(responder, 400, None, jsonrpc.PARSE_ERROR, f"Parse error: {text}")
+            return
         version = request.header(mcp.VERSION_HEADER)
         session = self.sessions.get(request.header(mcp.SESSION_HEADER))
         negotiated = session.version if session is not None else (
@@ -343,12 +351,6 @@ class StreamableHTTPTransport:
             return
         session = await self._session(request, responder, version)
         if session is None:
-            return
-        try:
-            items = _batch_decoder.decode(request.body)
-        except jsonrpc.DECODE_FAILURES as exc:
-            text = "JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            await _error(responder, 400, None, jsonrpc.PARSE_ERROR, f"Parse error: {text}")
             return
         if not items or len(items) > self.max_inflight:
             await _error(responder, 400, None, INVALID_REQUEST,

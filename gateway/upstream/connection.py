@@ -27,27 +27,17 @@ from msgspec import UNSET, Raw, UnsetType
 
 from .. import logsafe
 from ..protocol import jsonrpc
+from ..protocol.errors import (
+    CallError as CallError,
+    UpstreamError as UpstreamError,
+    UpstreamGone as UpstreamGone,
+    UpstreamInvalid,
+    UpstreamTimeout,
+)
 from ..protocol.jsonrpc import Message, ProtocolError
 from .channel import Channel
 
 log = logging.getLogger("mcp_gateway.upstream")
-
-
-class UpstreamError(Exception):
-    """A call did not produce a result; maps to a JSON-RPC error for the client."""
-
-    def __init__(self, code: int, message: str, data: Raw | UnsetType = UNSET) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-class UpstreamGone(UpstreamError):
-    """The server exited, crashed or closed its stdout (the peer broke the stream)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(jsonrpc.UPSTREAM_UNAVAILABLE, message)
 
 
 class _Waiter:
@@ -56,7 +46,7 @@ class _Waiter:
     def __init__(self) -> None:
         self.event = trio.Event()
         self.response: Message | None = None
-        self.failure: UpstreamError | None = None
+        self.failure: CallError | None = None
 
 
 NotificationHandler = Callable[[Message], None]
@@ -133,7 +123,7 @@ class UpstreamConnection:
 
     async def call(self, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET,
                    *, timeout: float = math.inf) -> Raw:
-        """Send a request and wait for its result. Raises :class:`UpstreamError`.
+        """Send a request and wait for its result. Raises :class:`CallError`.
 
         If the caller is cancelled (client cancelled or disconnected), the server is
         told with ``notifications/cancelled`` and a late answer is dropped.
@@ -160,8 +150,7 @@ class UpstreamConnection:
             if scope.cancelled_caught:
                 self.consecutive_timeouts += 1
                 self.suspect.set()
-                raise UpstreamError(jsonrpc.REQUEST_TIMEOUT,
-                                    f"server {self.name!r} did not answer {method} within {timeout:g}s")
+                raise UpstreamTimeout(f"server {self.name!r} did not answer {method} within {timeout:g}s")
             completed = True
         finally:
             if not completed and self._pending.pop(upstream_id, None) is not None and sent:
@@ -300,8 +289,7 @@ class UpstreamConnection:
         waiter = self._pending.pop(target, None) if isinstance(target, int) else None
         if waiter is not None:
             self.consecutive_timeouts = 0
-            waiter.failure = UpstreamError(
-                jsonrpc.UPSTREAM_INVALID, f"server {self.name!r} sent an invalid answer: {exc.message}")
+            waiter.failure = UpstreamInvalid(f"server {self.name!r} sent an invalid answer: {exc.message}")
             waiter.event.set()
         if bytes(line[:64]).strip():
             self._log.log(logging.WARNING, line[:200],

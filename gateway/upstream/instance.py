@@ -11,10 +11,11 @@ from msgspec import Raw
 
 from ..protocol import jsonrpc
 from ..protocol.catalog import ServerCatalog, decode_list_page
+from ..protocol.errors import CallError, UpstreamGone, UpstreamInvalid
 from ..protocol.jsonrpc import Message
 from ..protocol.mcp import LATEST_HANDSHAKE
 from .channel import Launcher, LaunchError
-from .connection import UpstreamConnection, UpstreamError, UpstreamGone, decode_object
+from .connection import UpstreamConnection, decode_object
 from .liveness import LivenessPolicy, watch
 
 log = logging.getLogger("mcp_gateway.upstream")
@@ -33,8 +34,7 @@ async def initialize(conn: UpstreamConnection) -> ServerCatalog:
     try:
         result = decode_object(raw)
     except jsonrpc.DECODE_FAILURES as exc:  # upstream output is untrusted
-        raise UpstreamError(jsonrpc.INTERNAL_ERROR,
-                            f"server {conn.name!r} sent an invalid initialize result: {exc}") from None
+        raise UpstreamInvalid(f"server {conn.name!r} sent an invalid initialize result: {exc}") from None
     await conn.notify("notifications/initialized")
     caps = result.get("capabilities")
     info = result.get("serverInfo")
@@ -60,8 +60,7 @@ async def fetch_list(conn: UpstreamConnection, kind: str, timeout: float) -> lis
         try:
             page, cursor = decode_list_page(result)
         except jsonrpc.DECODE_FAILURES as exc:  # upstream output is untrusted: one bad server stays contained
-            raise UpstreamError(jsonrpc.INTERNAL_ERROR,
-                                f"server {conn.name!r} sent an invalid {method} result: {exc}") from None
+            raise UpstreamInvalid(f"server {conn.name!r} sent an invalid {method} result: {exc}") from None
         entries += page
         if not cursor:
             break
@@ -83,7 +82,7 @@ async def fetch_templates(conn: UpstreamConnection, timeout: float) -> list[dict
     """Resource templates; none for a server that does not implement the method."""
     try:
         return await fetch_list(conn, "resource_templates", timeout)
-    except UpstreamError as exc:
+    except CallError as exc:
         if exc.code != jsonrpc.METHOD_NOT_FOUND:
             raise
         return []
@@ -142,7 +141,7 @@ class Instance:
                             await self._fetch(conn, catalog)  # type: ignore[misc]
                     except UpstreamGone as exc:  # its message names the server and the exit
                         failure = f"{exc.message} while starting"
-                    except UpstreamError as exc:
+                    except CallError as exc:
                         failure = f"server {self.name!r} failed to initialize: {exc.message}"
                     if failure is None:
                         starting.deadline = math.inf

@@ -18,10 +18,10 @@ import trio
 from msgspec import Raw
 
 from ..protocol import jsonrpc
+from ..protocol.errors import SessionEnded
 from ..protocol.jsonrpc import Message
 from .backend import BackendBase
 from .channel import Launcher
-from .connection import UpstreamError
 from .instance import Instance, StartError
 from .liveness import LivenessPolicy
 
@@ -221,7 +221,7 @@ class SessionBackend(PooledBackend):
                 instance = await self.acquire()
                 if session is not None and getattr(session, "closed", False):
                     instance.stop()
-                    raise UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, "session ended")
+                    raise SessionEnded()
                 self.by_session[key] = instance
         return await self._call_on(instance, method, params, timeout)
 

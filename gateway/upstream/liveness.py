@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import trio
 
 from ..protocol import jsonrpc
-from .connection import UpstreamConnection, UpstreamError, UpstreamGone
+from ..protocol.errors import CallError, UpstreamGone
+from .connection import UpstreamConnection
 
 log = logging.getLogger("mcp_gateway.upstream")
 
@@ -67,7 +68,7 @@ async def _ping(conn: UpstreamConnection, policy: LivenessPolicy, why: str) -> b
         await conn.call("ping", timeout=policy.timeout)
     except UpstreamGone:
         return False
-    except UpstreamError as exc:
+    except CallError as exc:
         if exc.code != jsonrpc.REQUEST_TIMEOUT:
             conn.consecutive_timeouts = 0  # an error answer is an answer
             return True

@@ -11,10 +11,11 @@ from msgspec import Raw
 
 from ..protocol import jsonrpc
 from ..protocol.catalog import ServerCatalog
+from ..protocol.errors import CallError, UpstreamGone, UpstreamTimeout
 from ..protocol.jsonrpc import Message
 from .backend import BackendBase
 from .channel import Launcher
-from .connection import UpstreamConnection, UpstreamError, UpstreamGone
+from .connection import UpstreamConnection
 from .instance import StartError, fetch_list, fetch_templates
 from .liveness import LivenessPolicy
 
@@ -149,8 +150,7 @@ class ServerSupervisor(BackendBase):
         assert scope.cancelled_caught
         if self._conn is None:
             raise UpstreamGone(self.last_error or f"server {self.name!r} is not running")
-        raise UpstreamError(jsonrpc.REQUEST_TIMEOUT,
-                            f"server {self.name!r} did not answer {method} within {limit:g}s")
+        raise UpstreamTimeout(f"server {self.name!r} did not answer {method} within {limit:g}s")
 
     def _set_catalog(self, catalog: ServerCatalog) -> None:
         changed = self.catalog != catalog
@@ -188,7 +188,7 @@ class ServerSupervisor(BackendBase):
         try:
             entries = await fetch_list(conn, kind, self.call_timeout)
             templates = await fetch_templates(conn, self.call_timeout) if kind == "resources" else None
-        except UpstreamError as exc:
+        except CallError as exc:
             log.warning("%s: refreshing %s failed: %s", self.name, kind, exc.message)
             return
         if self._conn is not conn or self.catalog is None:
