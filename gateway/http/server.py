@@ -95,11 +95,12 @@ class HTTPServerStatistics:
 class Responder:
     """Writes one response: either :meth:`send` whole, or :meth:`start` + :meth:`write`\\* + :meth:`end`."""
 
-    __slots__ = ("_conn", "_stream", "started", "finished", "close_after", "extra_headers")
+    __slots__ = ("_conn", "_stream", "started", "finished", "close_after", "extra_headers", "_head")
 
-    def __init__(self, conn: h11.Connection, stream: trio.abc.Stream) -> None:
+    def __init__(self, conn: h11.Connection, stream: trio.abc.Stream, *, head: bool = False) -> None:
         self._conn = conn
         self._stream = stream
+        self._head = head  # answering HEAD: the headers say what GET would send, but no body goes out
         self.started = False
         self.finished = False
         self.close_after = False
@@ -116,7 +117,7 @@ class Responder:
         # validation (a measurable share of each call) is skipped.
         out = conn.send(h11.Response(status_code=status, headers=headers, _parsed=True))
         assert out is not None
-        if body:
+        if body and not self._head:  # h11 refuses body bytes after HEAD (RFC 9110 section 9.3.2)
             out += conn.send(h11.Data(data=body)) or b""
         out += conn.send(h11.EndOfMessage()) or b""
         self.started = self.finished = True
@@ -288,7 +289,7 @@ class _Connection:
 
     async def _handle(self, request: Request) -> bool:
         """Run the handler inline; False if the connection cannot be reused."""
-        responder = Responder(self.h11, self.stream)
+        responder = Responder(self.h11, self.stream, head=request.method == b"HEAD")
         if self.server.draining:
             responder.close_after = True
         self.busy_since = trio.current_time()
