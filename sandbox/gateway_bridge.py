@@ -119,9 +119,13 @@ class SandboxRuntime:
             log.warning("no Docker events stream (%s): exit statuses come from each container, "
                         "and an OOM kill may read as a SIGKILL", exc)
         try:
-            await self.reaper.start()
-            await self.sibling.start()
-        except BaseException:
+            try:
+                await self.reaper.start()
+            except OSError as exc:
+                log.error("could not start the container reaper (%s): if this gateway is killed, its "
+                          "containers stay until it starts again", exc)
+            await self.sibling.start()  # says itself why there is none, when there is none
+        except BaseException:  # cancelled while starting: leave nothing behind
             await self._release(clean=True)
             raise
 
@@ -145,6 +149,7 @@ class SandboxRuntime:
             try:
                 with trio.move_on_after(10):
                     await self.exits.aclose()
-                    await self.sibling.close()
+                    if clean:  # otherwise the sibling sweeps once the gateway's container has stopped
+                        await self.sibling.close()
             finally:
                 await self.reaper.close(clean=clean)  # bounded itself; the pipe is closed whatever happens
