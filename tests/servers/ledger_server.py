@@ -57,10 +57,14 @@ def main() -> None:
         for line in lines:
             try:
                 msg = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(msg, dict):
                 continue
             method, request_id = msg.get("method"), msg.get("id")
-            params = msg.get("params") or {}
+            params = msg.get("params")
+            if not isinstance(params, dict):
+                params = {}
             if method == "notifications/cancelled":
                 target = params.get("requestId")
                 if running.pop(json.dumps(target), None) is not None:
@@ -78,7 +82,8 @@ def main() -> None:
             elif method == "ping":
                 send({"jsonrpc": "2.0", "id": request_id, "result": {}})
             elif method == "tools/call":
-                name, args = params.get("name"), params.get("arguments") or {}
+                name, args = params.get("name"), params.get("arguments")
+                args = args if isinstance(args, dict) else {}  # whatever a fuzzed client sent
                 if name == "echo":
                     text(request_id, str(args.get("text", "")))
                 elif name == "sleep":
