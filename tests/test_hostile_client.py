@@ -9,6 +9,7 @@ asserted where it happens, not inferred.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -397,27 +398,41 @@ def _assert_shutting_down(answer: dict[str, Any], request_id: int) -> None:
     assert "shutting down" in answer["error"]["message"], answer
 
 
-async def test_shutdown_answers_running_calls_over_json_and_sse_then_closes(
+async def test_shutdown_answers_running_calls_over_json_sse_and_batch_then_closes(
         caplog: pytest.LogCaptureFixture) -> None:
     cfg = config(ledger(), timeouts={"shutdown_grace": "500ms"})
     async with gateway(cfg) as gw:
         async with HTTPClient.connect(gw.port) as http:
             session = await http.initialize()
+            batch_session = await http.initialize(version="2025-03-26")
         replies: dict[str, Reply] = {}
         after: dict[str, bytes] = {}
 
-        async def call(kind: str, message: dict[str, Any], accept: str) -> None:
+        async def call(kind: str, message: Any, accept: str, sid: str = session, **headers: str) -> None:
             async with HTTPClient.connect(gw.port) as client:
-                replies[kind] = await client.post("/mcp", message, session, {"accept": accept})
+                replies[kind] = await client.post("/mcp", message, sid, {"accept": accept, **headers})
                 after[kind] = await read_to_eof(client.stream)  # then the gateway closes the connection
+
+        async def get_stream() -> None:  # a GET stream open at shutdown ends cleanly (drain hook)
+            stream = await trio.open_tcp_stream("127.0.0.1", gw.port)
+            async with stream:
+                await stream.send_all(raw_request("GET", "/mcp", {"accept": "text/event-stream",
+                                                                  "mcp-session-id": session}))
+                after["get"] = await read_to_eof(stream)
 
         sse_call = call_msg(12, "sleep", seconds=30)
         sse_call["params"]["_meta"] = {"progressToken": "p"}  # with Accept: both, the answer is SSE
+        one, batched = gw.gateway.sessions.get(session), gw.gateway.sessions.get(batch_session)
+        assert one is not None and batched is not None
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(call, "json", call_msg(11, "sleep", seconds=30), "application/json")
                 nursery.start_soon(call, "sse", sse_call, ACCEPT_BOTH)
-                while len(gw.gateway.sessions.get(session).inflight) < 2:  # type: ignore[union-attr]
+                batch = functools.partial(call, "batch", [call_msg(13, "sleep", seconds=30)], ACCEPT_BOTH,
+                                          batch_session, **{"mcp-protocol-version": "2025-03-26"})
+                nursery.start_soon(batch)
+                nursery.start_soon(get_stream)
+                while len(one.inflight) < 2 or not batched.inflight or one.streams < 1:
                     await trio.sleep(0.01)
                 started = trio.current_time()
                 await gw.gateway.shutdown()
@@ -427,7 +442,12 @@ async def test_shutdown_answers_running_calls_over_json_and_sse_then_closes(
     _assert_shutting_down(replies["json"].json(), 11)
     assert replies["sse"].status == 200 and replies["sse"].headers["content-type"] == "text/event-stream"
     _assert_shutting_down(replies["sse"].sse_messages()[-1], 12)
-    assert after == {"json": b"", "sse": b""}
+    assert replies["batch"].status == 200
+    [answer] = replies["batch"].json()
+    _assert_shutting_down(answer, 13)
+    [stream_reply] = parse_responses(after.pop("get"))  # complete (not cut): the stream was ended
+    assert stream_reply.status == 200 and stream_reply.headers["content-type"] == "text/event-stream"
+    assert after == {"json": b"", "sse": b"", "batch": b""}
     assert_no_error_logs(caplog)
 
 
