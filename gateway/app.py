@@ -10,13 +10,18 @@ import trio
 
 from . import logsafe
 from .config import GatewayConfig, ServerConfig, resolve_secret
+from .dispatch import Dispatcher
 from .http import fdlimit
+from .http.mount import MountTable
+from .http.policy import OriginPolicy
 from .http.server import HTTPServer, Limits, Request, Responder
 from .protocol import jsonrpc
 from .protocol.jsonrpc import Message
-from .router import ProgressTable, Route, Router
+from .protocol.progress import ProgressTable
+from .router import Route, Router
 from .session import SHUTDOWN, Session, SessionManager
-from .transports.streamable_http import OriginPolicy, StreamableHTTPTransport
+from .transports.modern import ModernFront
+from .transports.streamable_http import StreamableHTTP
 from .upstream.backend import Backend
 from .upstream.channel import Launcher
 from .upstream.lifecycle import CallBackend, SessionBackend
@@ -79,13 +84,20 @@ class Gateway:
         limits = config.limits
         instances = sum(1 if s.lifecycle == "shared" else s.max_instances for s in config.servers.values())
         self.descriptors = fdlimit.budget(limits.max_connections, instances)
-        self.transport = StreamableHTTPTransport(
-            self.routes, self.router, self.sessions, OriginPolicy(list(config.allowed_origins), self.host),
-            max_inflight=limits.max_inflight_per_session, extra=self._extra_endpoints)
-        self.http = HTTPServer(self.transport, host=self.host, port=self.port, limits=Limits(
+        self.dispatcher = Dispatcher(self.router, max_inflight=limits.max_inflight_per_session)
+        self.dispatcher.track_sessions(lambda: self.sessions)
+        self.modern = ModernFront(self.dispatcher)
+        self.streamable = StreamableHTTP(self.dispatcher, self.sessions, self.modern)
+        self.mounts = MountTable(OriginPolicy(list(config.allowed_origins), self.host))
+        self.mounts.mount("/healthz", self._healthz)
+        for prefix, route in self.routes.items():
+            base = "" if prefix == "/" else prefix
+            self.mounts.mount(f"{base}/mcp", self.streamable.endpoint(route))
+        self.http = HTTPServer(self.mounts, host=self.host, port=self.port, limits=Limits(
             max_body=limits.max_body, max_header=limits.max_header, read_timeout=config.timeouts.read,
             idle_timeout=config.timeouts.idle, max_connections=self.descriptors.max_connections))
         self.http.drain_hooks.append(self.sessions.close_streams)
+        self.http.drain_hooks.append(self._close_listeners)
         self._nursery: trio.Nursery | None = None
 
     def _backend(self, name: str, server: ServerConfig) -> Backend:
@@ -159,11 +171,14 @@ class Gateway:
 
     def _end_inflight(self) -> None:
         """The grace is over: every call still running is answered "shutting down" (not dropped)."""
-        busy = [session for session in self.sessions if session.inflight]
-        if busy:
-            log.warning("shutdown grace over: ending the calls still running in %d session(s)", len(busy))
-        for session in busy:
-            session.cancel_all(SHUTDOWN)
+        count = self.dispatcher.cancel_all(SHUTDOWN)
+        if count:
+            log.warning("shutdown grace over: ending %d call(s) still running", count)
+
+    def _close_listeners(self) -> None:
+        for route in self.routes.values():
+            for listener in list(route.listeners):
+                listener.close()
 
     # -- events from upstreams -------------------------------------------------------------
     def _catalog_changed(self, server: str) -> None:
@@ -174,6 +189,9 @@ class Gateway:
                 data = jsonrpc.encode(jsonrpc.notification(method))
                 for session in route.sessions:
                     session.push(data)
+                for listener in route.listeners:
+                    if listener.wants(method):
+                        listener.notify(method)
 
     def _upstream_notification(self, server: str, msg: Message) -> None:
         method = msg.method
@@ -193,6 +211,9 @@ class Gateway:
                     for session in route.sessions:
                         if session.subscriptions and uri in session.subscriptions:
                             session.push(data)
+                    for listener in route.listeners:
+                        if uri in listener.subscriptions:
+                            listener.notify("notifications/resources/updated", {"uri": uri})
         elif method == "notifications/message":
             params = jsonrpc.decode_params(msg)
             level = jsonrpc.decode_any(params.get("level"))
@@ -213,20 +234,20 @@ class Gateway:
         for backend in session.route.servers.values():
             backend.session_ended(session)
 
-    async def _extra_endpoints(self, request: Request, responder: Responder) -> bool:
-        if request.path == "/healthz" and request.method == b"GET":
-            ready = all(s.state == "ready" for s in self.supervisors.values())
-            body = jsonrpc.encoder.encode({
-                "status": "ok" if ready else "degraded",
-                "servers": {n: {"state": s.state, "restarts": s.restarts, "error": s.last_error}
-                            for n, s in self.supervisors.items()},
-                "routes": {p: {"collisions": r.catalog.collisions} for p, r in self.routes.items()
-                           if r.catalog.collisions},
-                "sessions": len(self.sessions),
-            })
-            await responder.send(200, [(b"content-type", b"application/json")], body)
-            return True
-        return False
+    async def _healthz(self, request: Request, responder: Responder) -> None:
+        if request.method not in (b"GET", b"HEAD"):
+            await responder.send(405, [(b"allow", b"GET, HEAD")], b"")
+            return
+        ready = all(s.state == "ready" for s in self.supervisors.values())
+        body = jsonrpc.encoder.encode({
+            "status": "ok" if ready else "degraded",
+            "servers": {n: {"state": s.state, "restarts": s.restarts, "error": s.last_error}
+                        for n, s in self.supervisors.items()},
+            "routes": {p: {"collisions": r.catalog.collisions} for p, r in self.routes.items()
+                       if r.catalog.collisions},
+            "sessions": len(self.sessions),
+        })
+        await responder.send(200, [(b"content-type", b"application/json")], body)
 
 
 def _host_for_url(host: str) -> str:

@@ -1,32 +1,35 @@
 """Routes: the aggregated catalog of a set of servers, and where each call goes.
 
-:class:`Router.handle` answers one client request for one session: list methods
-from the route's catalog (gateway-owned paging), named methods to the owning
-upstream with the name translated back, resource methods by URI. Progress tokens
-and cancellation are translated on the way (see :class:`ProgressTable`).
+:class:`Router.handle` answers one client request, given its
+:class:`~gateway.dispatch.CallContext`: list methods from the route's catalog
+(gateway-owned paging), named methods to the owning upstream with the name
+translated back, resource methods by URI. Progress tokens and cancellation are
+translated on the way (see :class:`~gateway.protocol.progress.ProgressTable`).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import secrets
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec import Raw
 
-from .protocol import jsonrpc
+from .protocol import jsonrpc, modern
 from .protocol.catalog import RouteCatalog, aggregate, entry_str
 from .protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, Message, ProtocolError
 from .protocol.paging import page
-from .session import Session
+from .protocol.progress import ProgressTable
+from .session import Listener, Session
+
+if TYPE_CHECKING:
+    from .dispatch import CallContext
 from .upstream.backend import Backend
 
 log = logging.getLogger("mcp_gateway.router")
 
-Emit = Callable[[bytes], None]  # sends an encoded message on the request's own response stream
+_ENVELOPE_PREFIX = "io.modelcontextprotocol/"  # the 2026-07-28 per-request _meta keys
 
 _LISTS = {
     "tools/list": ("tools", "tools"),
@@ -43,45 +46,6 @@ _CHANGED_NOTIFICATION = {
 _str_decoder = msgspec.json.Decoder(str)
 
 
-class ProgressTable:
-    """Gateway-wide progress-token translation.
-
-    A client's token is only unique within its session, so each call that carries
-    one gets a fresh gateway token upstream; progress coming back is re-labelled
-    with the client's token and sent on that call's own stream.
-    """
-
-    def __init__(self) -> None:
-        self._routes: dict[str, tuple[str, Raw, Emit]] = {}
-
-    def register(self, server: str, client_token: Raw, emit: Emit) -> str:
-        # Unguessable, and bound to the server the call went to: one upstream cannot
-        # inject progress into another server's calls (other users' streams).
-        token = f"gw-{secrets.token_urlsafe(12)}"
-        self._routes[token] = (server, client_token, emit)
-        return token
-
-    def release(self, token: str) -> None:
-        self._routes.pop(token, None)
-
-    def deliver(self, server: str, params: dict[str, Raw]) -> bool:
-        token_raw = params.get("progressToken")
-        if token_raw is None:
-            return False
-        try:
-            token = _str_decoder.decode(token_raw)
-        except jsonrpc.DECODE_FAILURES:
-            return False
-        target = self._routes.get(token)
-        if target is None or target[0] != server:
-            return False
-        _, client_token, emit = target
-        params = dict(params)
-        params["progressToken"] = client_token
-        emit(jsonrpc.encode(jsonrpc.notification("notifications/progress", params)))
-        return True
-
-
 class Route:
     """A path prefix and the servers behind it, with their current aggregate."""
 
@@ -95,6 +59,19 @@ class Route:
         self._version = itertools.count(1)
         self.catalog: RouteCatalog = self._build()
         self.sessions: set[Session] = set()
+        self.listeners: set[Listener] = set()  # subscriptions/listen streams (2026-07-28)
+        self.server_info = {"name": "mcp-gateway", "title": f"MCP gateway ({', '.join(self.servers)})",
+                            "version": "0.1.0"}
+        self.server_meta = modern.server_info_meta(self.server_info)
+
+    @property
+    def instructions(self) -> str | None:
+        parts = [f"{n}: {s.catalog.instructions}" for n, s in self.servers.items()
+                 if s.catalog is not None and s.catalog.instructions]
+        return "\n".join(parts) if parts else None
+
+    def subscribers(self) -> list[Session | Listener]:
+        return [*self.sessions, *self.listeners]
 
     def _build(self) -> RouteCatalog:
         cats = [(name, s.catalog) for name, s in self.servers.items() if s.catalog is not None]
@@ -112,16 +89,14 @@ class Route:
         return changed
 
     def initialize_result(self, version: str) -> dict[str, Any]:
-        names = ", ".join(self.servers)
-        instructions = [f"{n}: {s.catalog.instructions}" for n, s in self.servers.items()
-                        if s.catalog is not None and s.catalog.instructions]
         result: dict[str, Any] = {
             "protocolVersion": version,
             "capabilities": self.catalog.capabilities,
-            "serverInfo": {"name": "mcp-gateway", "title": f"MCP gateway ({names})", "version": "0.1.0"},
+            "serverInfo": self.server_info,
         }
+        instructions = self.instructions
         if instructions:
-            result["instructions"] = "\n".join(instructions)
+            result["instructions"] = instructions
         return result
 
 
@@ -131,24 +106,24 @@ class Router:
     def __init__(self, progress: ProgressTable) -> None:
         self.progress = progress
 
-    async def handle(self, session: Session, msg: Message, emit: Emit | None) -> Raw:
-        """The result of request ``msg``; raises ProtocolError or UpstreamError for errors."""
+    async def handle(self, ctx: CallContext, msg: Message) -> Raw:
+        """The result of request ``msg``; raises ProtocolError or CallError for errors."""
         method = msg.method
-        route: Route = session.route
+        route = ctx.route
         if method == "tools/call":
-            return await self._call_named(route, session, route.catalog.tool_index, "tool", msg, emit)
+            return await self._call_named(ctx, route.catalog.tool_index, "tool", msg)
         if method in _LISTS:
             return self._list(route, method, msg)
         if method == "ping":
             return jsonrpc.RAW_EMPTY_OBJECT
         if method == "prompts/get":
-            return await self._call_named(route, session, route.catalog.prompt_index, "prompt", msg, emit)
+            return await self._call_named(ctx, route.catalog.prompt_index, "prompt", msg)
         if method == "resources/read":
-            return await self._call_by_uri(route, session, msg, emit)
-        if method in ("resources/subscribe", "resources/unsubscribe"):
-            return await self._subscribe(route, session, msg)
+            return await self._call_by_uri(ctx, msg)
+        if method in ("resources/subscribe", "resources/unsubscribe") and ctx.session is not None:
+            return await self._subscribe(ctx, ctx.session, msg)
         if method == "completion/complete":
-            return await self._complete(route, session, msg)
+            return await self._complete(ctx, msg)
         if method == "logging/setLevel":
             # Upstreams are shared between sessions: one client's level must not change
             # what others receive, so the level is accepted and upstream logs stay in our log.
@@ -166,8 +141,8 @@ class Router:
             out["nextCursor"] = next_cursor
         return Raw(jsonrpc.encoder.encode(out))
 
-    async def _call_named(self, route: Route, session: Session, index: dict[str, tuple[str, str]], what: str,
-                          msg: Message, emit: Emit | None) -> Raw:
+    async def _call_named(self, ctx: CallContext, index: dict[str, tuple[str, str]], what: str,
+                          msg: Message) -> Raw:
         params = jsonrpc.decode_params(msg)
         name = _opt_str(params, "name", msg)
         if name is None:
@@ -177,47 +152,62 @@ class Router:
             raise ProtocolError(INVALID_PARAMS, f"Unknown {what}: {name!r}", jsonrpc.request_id(msg))
         server, upstream_name = target
         params["name"] = Raw(jsonrpc.encoder.encode(upstream_name))
-        return await self._forward(route.servers[server], session, msg.method, params, emit)  # type: ignore[arg-type]
+        return await self._forward(ctx, ctx.route.servers[server], msg.method, params)  # type: ignore[arg-type]
 
-    async def _call_by_uri(self, route: Route, session: Session, msg: Message, emit: Emit | None) -> Raw:
+    async def _call_by_uri(self, ctx: CallContext, msg: Message) -> Raw:
         params = jsonrpc.decode_params(msg)
-        server = self._server_for_uri(route, params, msg)
-        return await self._forward(route.servers[server], session, "resources/read", params, emit)
+        server = self._server_for_uri(ctx.route, params, msg)
+        return await self._forward(ctx, ctx.route.servers[server], "resources/read", params)
 
-    def _server_for_uri(self, route: Route, params: dict[str, Raw], msg: Message) -> str:
+    def _server_for_uri(self, route: Route, params: dict[str, Raw], msg: Message | None) -> str:
         uri = _opt_str(params, "uri", msg)
         if uri is None:
-            raise ProtocolError(INVALID_PARAMS, "Invalid params: missing uri", jsonrpc.request_id(msg))
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: missing uri", _rid(msg))
         server = route.catalog.server_for_uri(uri)
         if server is None:
             with_resources = [n for n, s in route.servers.items()
                               if s.catalog is not None and "resources" in s.catalog.capabilities]
             if len(with_resources) != 1:
-                raise ProtocolError(INVALID_PARAMS, f"Unknown resource: {uri!r}", jsonrpc.request_id(msg))
+                raise ProtocolError(INVALID_PARAMS, f"Unknown resource: {uri!r}", _rid(msg))
             server = with_resources[0]  # the only candidate may still know it (dynamic resources)
         return server
 
-    async def _subscribe(self, route: Route, session: Session, msg: Message) -> Raw:
+    async def _subscribe(self, ctx: CallContext, session: Session, msg: Message) -> Raw:
         params = jsonrpc.decode_params(msg)
-        server = self._server_for_uri(route, params, msg)
         uri = _opt_str(params, "uri", msg)
-        assert uri is not None
-        backend = route.servers[server]
+        if uri is None:
+            raise ProtocolError(INVALID_PARAMS, "Invalid params: missing uri", jsonrpc.request_id(msg))
         if msg.method == "resources/subscribe":
-            if session.subscriptions is None:
-                session.subscriptions = set()
-            first = not any(uri in (s.subscriptions or ()) for s in route.sessions)
-            session.subscriptions.add(uri)
-            if first:
-                await backend.call("resources/subscribe", params, session=session)
+            await self.subscribe(ctx, session, uri)
         else:
-            if session.subscriptions is not None:
-                session.subscriptions.discard(uri)
-            if not any(uri in (s.subscriptions or ()) for s in route.sessions):
-                await backend.call("resources/unsubscribe", params, session=session)
+            await self.unsubscribe(ctx, session, uri)
         return jsonrpc.RAW_EMPTY_OBJECT
 
-    async def _complete(self, route: Route, session: Session, msg: Message) -> Raw:
+    async def subscribe(self, ctx: CallContext, who: Session | Listener, uri: str) -> None:
+        """Subscribe ``who`` to a resource; the upstream hears of it from the first subscriber only."""
+        route = ctx.route
+        server = self._server_for_uri(route, {"uri": Raw(jsonrpc.encoder.encode(uri))}, None)
+        first = not any(uri in (s.subscriptions or ()) for s in route.subscribers())
+        if who.subscriptions is None:
+            who.subscriptions = set()
+        who.subscriptions.add(uri)
+        if first:
+            await route.servers[server].call("resources/subscribe", {"uri": Raw(jsonrpc.encoder.encode(uri))},
+                                             session=ctx.session)
+
+    async def unsubscribe(self, ctx: CallContext, who: Session | Listener, uri: str) -> None:
+        """The upstream hears of it when the last subscriber leaves."""
+        route = ctx.route
+        if who.subscriptions is not None:
+            who.subscriptions.discard(uri)
+        if any(uri in (s.subscriptions or ()) for s in route.subscribers()):
+            return
+        server = self._server_for_uri(route, {"uri": Raw(jsonrpc.encoder.encode(uri))}, None)
+        await route.servers[server].call("resources/unsubscribe", {"uri": Raw(jsonrpc.encoder.encode(uri))},
+                                         session=ctx.session)
+
+    async def _complete(self, ctx: CallContext, msg: Message) -> Raw:
+        route = ctx.route
         params = jsonrpc.decode_params(msg)
         ref_raw = params.get("ref")
         ref = _object(ref_raw, "ref", msg) if ref_raw is not None else {}
@@ -243,28 +233,42 @@ class Router:
             raise ProtocolError(INVALID_PARAMS, "Invalid params: ref.type must be ref/prompt or ref/resource",
                                 jsonrpc.request_id(msg))
         params["ref"] = Raw(jsonrpc.encoder.encode(ref))
-        return await self._forward(route.servers[server], session, "completion/complete", params, None)
+        return await self._forward(ctx, route.servers[server], "completion/complete", params, progress=False)
 
-    async def _forward(self, backend: Backend, session: Session, method: str, params: dict[str, Raw],
-                       emit: Emit | None) -> Raw:
-        """Send to the upstream, translating a progress token if the client gave one."""
+    async def _forward(self, ctx: CallContext, backend: Backend, method: str, params: dict[str, Raw], *,
+                       progress: bool = True) -> Raw:
+        """Send to the upstream, translating a progress token if the client gave one.
+
+        ``_meta`` keys of the 2026-07-28 envelope are the gateway's business, not the upstream's
+        (which speaks the handshake era): they are dropped on the way.
+        """
         token: str | None = None
         meta_raw = params.get("_meta")
         if meta_raw is not None:
             meta = _object(meta_raw, "_meta", None)
+            for key in [k for k in meta if k.startswith(_ENVELOPE_PREFIX)]:
+                del meta[key]
             client_token = meta.get("progressToken")
             if client_token is not None:
-                if emit is None:
+                if not progress or ctx.back is None:
                     del meta["progressToken"]  # no stream to report progress on
                 else:
-                    token = self.progress.register(backend.name, client_token, emit)
+                    token = self.progress.register(backend.name, client_token, ctx.back.send)
                     meta["progressToken"] = Raw(jsonrpc.encoder.encode(token))
+                    ctx.back.open()
+            if meta:
                 params["_meta"] = Raw(jsonrpc.encoder.encode(meta))
+            else:
+                del params["_meta"]
         try:
-            return await backend.call(method, params, session=session)
+            return await backend.call(method, params, session=ctx.session)
         finally:
             if token is not None:
                 self.progress.release(token)
+
+
+def _rid(msg: Message | None) -> jsonrpc.RequestId | None:
+    return None if msg is None else jsonrpc.request_id(msg)
 
 
 def _object(value: Raw, key: str, msg: Message | None) -> dict[str, Raw]:
@@ -272,16 +276,15 @@ def _object(value: Raw, key: str, msg: Message | None) -> dict[str, Raw]:
     try:
         return jsonrpc.raw_members(value)
     except jsonrpc.DECODE_FAILURES:
-        raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be an object",
-                            None if msg is None else jsonrpc.request_id(msg)) from None
+        raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be an object", _rid(msg)) from None
 
 
-def _opt_str(params: dict[str, Raw], key: str, msg: Message) -> str | None:
+def _opt_str(params: dict[str, Raw], key: str, msg: Message | None) -> str | None:
     value = params.get(key)
     if value is None or bytes(value) == b"null":
         return None
     try:
         return _str_decoder.decode(value)
     except jsonrpc.DECODE_FAILURES:
-        raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be a string", jsonrpc.request_id(msg)) from None
+        raise ProtocolError(INVALID_PARAMS, f"Invalid params: {key} must be a string", _rid(msg)) from None
 

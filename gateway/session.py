@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,12 +45,133 @@ class InFlight:
         self.scope.cancel()
 
 
+class SSEStream:
+    """One resumable SSE stream of a session: the GET stream (id 0) or one POST's answer.
+
+    Each event gets an id ``<stream>-<seq>``; the last ``keep`` events are kept so that a client
+    that lost the connection can resume with ``Last-Event-ID`` (on a GET, as the spec says) and
+    get exactly what followed, on the stream it lost. ``changed`` wakes whoever writes the stream.
+    """
+
+    __slots__ = ("id", "seq", "kept", "done", "changed", "writers", "ids")
+
+    def __init__(self, stream_id: int, keep: int, *, ids: bool = True) -> None:
+        self.id = stream_id
+        self.ids = ids  # False: a stream that cannot be resumed (2026-07-28) sends no event ids
+        self.seq = 0
+        self.kept: deque[tuple[int, bytes]] = deque(maxlen=keep)
+        self.done = False  # no event will follow (the POST's answer is in)
+        self.changed = trio.Event()
+        self.writers = 0  # connections writing it now
+
+    def add(self, data: bytes) -> None:
+        """Append one JSON-RPC message as an event (never blocks: the oldest kept one goes)."""
+        self.seq += 1
+        self.kept.append((self.seq, sse_frame(data, b"%d-%d" % (self.id, self.seq) if self.ids else None)))
+        self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def priming(self, retry_ms: int) -> bytes:
+        """The first event of a POST's stream: an id and no data, so the client can resume from it."""
+        return b"id: %d-0\nretry: %d\ndata: \n\n" % (self.id, retry_ms)
+
+    def since(self, seq: int) -> list[tuple[int, bytes]]:
+        """The kept events after ``seq`` (all kept ones if the client fell further behind)."""
+        return [(n, event) for n, event in self.kept if n > seq]
+
+
+def sse_frame(data: bytes, event_id: bytes | None = None) -> bytes:
+    """One JSON-RPC message as an SSE ``message`` event.
+
+    A raw CR or LF can only be whitespace between JSON tokens (never inside a string), but SSE
+    would read it as a line end and cut the event: they are blanked.
+    """
+    if b"\n" in data or b"\r" in data:
+        data = data.replace(b"\r", b" ").replace(b"\n", b" ")
+    head = b"id: " + event_id + b"\nevent: message\ndata: " if event_id is not None else b"event: message\ndata: "
+    return head + data + b"\n\n"
+
+
+def parse_event_id(value: bytes | None) -> tuple[int, int] | None:
+    """``Last-Event-ID`` as (stream, seq); None if absent or not one of ours."""
+    if value is None:
+        return None
+    stream, sep, seq = value.partition(b"-")
+    if not sep or not stream.isdigit() or not seq.isdigit() or len(value) > 40:
+        return None
+    return int(stream), int(seq)
+
+
+_KEEP_EVENTS = 128  # events kept per stream for Last-Event-ID
+_KEEP_FINISHED = 16  # finished POST streams kept per session for resumption
+
+
+class Listener:
+    """One ``subscriptions/listen`` stream (MCP 2026-07-28): what it asked for, and its queue.
+
+    The stateless era's replacement for a session's GET stream and resource subscriptions.
+    Every notification it gets carries its ``subscriptionId`` (the listen request's id).
+    """
+
+    __slots__ = ("id", "wanted", "subscriptions", "outbox", "_send", "closed", "dropped")
+
+    def __init__(self, request_id: RequestId, honoured: dict[str, Any]) -> None:
+        self.id = request_id
+        self.wanted = honoured
+        self.subscriptions: set[str] = set()  # resource URIs it is subscribed to upstream
+        self._send, self.outbox = trio.open_memory_channel[bytes](_OUTBOX_SIZE)
+        self.closed = False
+        self.dropped = 0
+
+    def wants(self, method: str) -> bool:
+        return bool(self.wanted.get(_LISTEN_FLAGS.get(method, "")))
+
+    def frame(self, method: str, params: dict[str, Any] | None = None) -> bytes:
+        from .protocol.jsonrpc import encoder  # (session.py stays free of protocol imports at load)
+
+        body = dict(params or {})
+        body["_meta"] = {"io.modelcontextprotocol/subscriptionId": self.id}
+        return sse_frame(encoder.encode({"jsonrpc": "2.0", "method": method, "params": body}))
+
+    def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        """Queue one notification; never blocks (a listener that does not read loses some)."""
+        if self.closed:
+            return
+        try:
+            self._send.send_nowait(self.frame(method, params))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.dropped += 1
+
+    def closing_response(self) -> bytes:
+        from .protocol.jsonrpc import encoder
+
+        return sse_frame(encoder.encode({"jsonrpc": "2.0", "id": self.id, "result": {
+            "resultType": "complete", "_meta": {"io.modelcontextprotocol/subscriptionId": self.id}}}))
+
+    def close(self) -> None:
+        """End the stream (gracefully: the writer sends the closing response)."""
+        self.closed = True
+        self._send.close()
+
+
+_LISTEN_FLAGS = {"notifications/tools/list_changed": "toolsListChanged",
+                 "notifications/prompts/list_changed": "promptsListChanged",
+                 "notifications/resources/list_changed": "resourcesListChanged"}
+
+
 class Session:
     """One MCP client session. Slim on purpose: an idle session costs a few hundred bytes."""
 
     __slots__ = ("id", "route", "version", "client_info", "client_capabilities", "last_used",
                  "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped", "streams",
-                 "_lru", "peer", "_peer_lru")
+                 "_lru", "peer", "_peer_lru", "_sse", "_next_stream", "get_owner")
 
     def __init__(self, session_id: str, route: Any, version: str, client_info: Any,
                  client_capabilities: Any, lru: OrderedDict[str, Session] | None = None, *,
@@ -69,8 +190,11 @@ class Session:
         self._outbox_recv: trio.MemoryReceiveChannel[bytes] | None = None
         self.closed = False
         self.dropped = 0
-        self.streams = 0  # open GET streams
+        self.streams = 0  # open streams (GET, SSE or a WebSocket/stdio connection): busy while > 0
         self._lru = lru  # the manager's sessions, least recently used first
+        self._sse: dict[int, SSEStream] | None = None  # resumable streams, made on first use
+        self._next_stream = 1
+        self.get_owner = 0  # which GET connection writes stream 0 (a newer one takes over)
 
     @property
     def busy(self) -> bool:
@@ -103,6 +227,23 @@ class Session:
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             self.dropped += 1
 
+    def sse_stream(self, stream_id: int | None = None) -> SSEStream:
+        """Stream ``stream_id`` (0: the GET stream), or a new POST stream when None."""
+        if self._sse is None:
+            self._sse = {}
+        if stream_id is None:
+            stream_id, self._next_stream = self._next_stream, self._next_stream + 1
+            finished = [k for k, v in self._sse.items() if k and v.done]
+            for old in finished[:-_KEEP_FINISHED]:  # the oldest finished ones beyond the last few
+                del self._sse[old]
+        stream = self._sse.get(stream_id)
+        if stream is None:
+            stream = self._sse[stream_id] = SSEStream(stream_id, _KEEP_EVENTS)
+        return stream
+
+    def find_sse_stream(self, stream_id: int) -> SSEStream | None:
+        return None if self._sse is None else self._sse.get(stream_id)
+
     def close_stream(self) -> None:
         """End the GET stream (if any) but keep the session: used while draining."""
         if self._outbox_send is not None:
@@ -118,6 +259,8 @@ class Session:
         self.closed = True
         self.cancel_all(SESSION_ENDED)
         self.inflight.clear()
+        for stream in (self._sse or {}).values():
+            stream.finish()
         if self._outbox_send is not None:
             self._outbox_send.close()
 

@@ -90,7 +90,9 @@ class Reply:
         return json.loads(self.body)
 
     def sse_messages(self) -> list[Any]:
-        return [json.loads(line[5:]) for line in self.body.decode().splitlines() if line.startswith("data:")]
+        # (a priming event, an id and an empty data field, carries no message)
+        return [json.loads(line[5:]) for line in self.body.decode().splitlines()
+                if line.startswith("data:") and line[5:].strip()]
 
 
 class HTTPClient:

@@ -24,10 +24,12 @@ async def gw() -> AsyncIterator[Running]:
         yield running
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_lists_and_calls_aggregated_tools(gw: Running, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "version"), [("auto", "2026-07-28"), ("2026-07-28", "2026-07-28"),
+                                               ("legacy", "2025-11-25")])
+async def test_lists_and_calls_aggregated_tools(gw: Running, mode: str, version: str) -> None:
+    # auto probes with server/discover, which the gateway answers: it picks 2026-07-28 (stateless)
     async with Client(gw.url, mode=mode) as client:
-        assert client.protocol_version == "2025-11-25"
+        assert client.protocol_version == version
         names = {t.name for t in (await client.list_tools()).tools}
         assert {"time__get_current_time", "time__convert_time", "sdk__add", "sdk__echo"} <= names
         result = await client.call_tool("time__get_current_time", {"timezone": "Europe/Paris"})
@@ -37,7 +39,7 @@ async def test_lists_and_calls_aggregated_tools(gw: Running, mode: str) -> None:
         assert added.structured_content == {"result": 42}
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
+@pytest.mark.parametrize("mode", ["auto", "2026-07-28", "legacy"])
 async def test_route_prefix_exposes_only_its_servers(gw: Running, mode: str) -> None:
     async with Client(gw.route_url("/team-a"), mode=mode) as client:
         names = {t.name for t in (await client.list_tools()).tools}

@@ -132,13 +132,28 @@ async def test_protocol_version_header_checked(http: HTTPClient) -> None:
     assert reply.status == 200  # supported, though not the negotiated one: served (spec: 400 only if unsupported)
 
 
-async def test_modern_probe_is_answered_so_clients_fall_back(http: HTTPClient) -> None:
-    reply = await http.post("/mcp", {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {}},
-                            headers={"mcp-protocol-version": "2026-07-28"})
-    assert reply.status == 400
+async def test_server_discover_names_both_eras(http: HTTPClient) -> None:
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    headers = {"mcp-protocol-version": "2026-07-28", "mcp-method": "server/discover"}
+    reply = await http.post("/mcp", {"jsonrpc": "2.0", "id": 1, "method": "server/discover",
+                                     "params": {"_meta": meta}}, headers=headers)
+    assert reply.status == 200 and "mcp-session-id" not in reply.headers
+    result = reply.json()["result"]
+    assert result["resultType"] == "complete" and result["supportedVersions"][0] == "2026-07-28"
+    assert "2025-11-25" in result["supportedVersions"] and "tools" in result["capabilities"]
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-gateway"
+    # without the envelope: the key that is missing; at a version we do not speak: what we speak
+    reply = await http.post("/mcp", {"jsonrpc": "2.0", "id": 2, "method": "server/discover", "params": {}},
+                            headers=headers)
+    assert reply.status == 400 and reply.json()["error"]["code"] == -32602
+    later = {**meta, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}
+    reply = await http.post("/mcp", {"jsonrpc": "2.0", "id": 3, "method": "server/discover",
+                                     "params": {"_meta": later}},
+                            headers={**headers, "mcp-protocol-version": "2099-01-01"})
     err = reply.json()["error"]
-    assert err["code"] == -32022
-    assert "2025-11-25" in err["data"]["supported"] and err["data"]["requested"] == "2026-07-28"
+    assert reply.status == 400 and err["code"] == -32022 and reply.json()["id"] == 3
+    assert "2025-11-25" in err["data"]["supported"] and err["data"]["requested"] == "2099-01-01"
 
 
 async def test_origin_checked(http: HTTPClient) -> None:

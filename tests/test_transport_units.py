@@ -1,10 +1,11 @@
-"""Pure parts of the Streamable HTTP transport: SSE framing, Origin and Host policy."""
+"""Pure parts of the HTTP wires: SSE framing, Origin and Host policy."""
 
 from __future__ import annotations
 
 import json
 
-from gateway.transports.streamable_http import OriginPolicy, sse_event
+from gateway.http.policy import OriginPolicy
+from gateway.session import sse_frame as sse_event
 
 
 def test_sse_event_frames_one_json_message() -> None:

@@ -95,16 +95,36 @@ class HTTPServerStatistics:
 class Responder:
     """Writes one response: either :meth:`send` whole, or :meth:`start` + :meth:`write`\\* + :meth:`end`."""
 
-    __slots__ = ("_conn", "_stream", "started", "finished", "close_after", "extra_headers", "_head")
+    __slots__ = ("_conn", "_stream", "started", "finished", "close_after", "extra_headers", "_head", "_owner",
+                 "survive_disconnect")
 
-    def __init__(self, conn: h11.Connection, stream: trio.abc.Stream, *, head: bool = False) -> None:
+    def __init__(self, conn: h11.Connection, stream: trio.abc.Stream, *, head: bool = False,
+                 owner: _Connection | None = None) -> None:
         self._conn = conn
         self._stream = stream
         self._head = head  # answering HEAD: the headers say what GET would send, but no body goes out
+        self._owner = owner
         self.started = False
         self.finished = False
         self.close_after = False
         self.extra_headers: Headers | None = None  # added to whatever response is sent (e.g. CORS)
+        # Set by a handler whose work must go on when the client leaves (a resumable SSE stream):
+        # the request is then not cancelled, and its writes fail instead.
+        self.survive_disconnect = False
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` beside the handler, in the connection's nursery (the handler must wait for it
+        to end before it returns: the next request on the connection would otherwise interleave)."""
+        assert self._owner is not None and self._owner.nursery is not None
+        self._owner.nursery.start_soon(fn)
+
+    def take_over(self) -> tuple[trio.abc.Stream, bytes]:
+        """Hand the connection to another protocol (a WebSocket, after its 101 answer): returns the
+        stream and the bytes already read past the request. HTTP ends on this connection."""
+        assert self._owner is not None
+        self._owner.taken_over = True
+        self.started = self.finished = True
+        return self._stream, bytes(self._conn.trailing_data[0])
 
     async def send(self, status: int, headers: Headers, body: bytes = b"") -> None:
         headers = [*headers, (b"content-length", b"%d" % len(body))]
@@ -161,6 +181,8 @@ class _Connection:
         self.watcher: trio.CancelScope | None = None
         self.watcher_done: trio.Event | None = None
         self.peer_gone = False
+        self.taken_over = False  # a WebSocket owns the socket now
+        self.responder: Responder | None = None
         self.nursery: trio.Nursery | None = None
 
     async def serve(self) -> None:
@@ -289,7 +311,7 @@ class _Connection:
 
     async def _handle(self, request: Request) -> bool:
         """Run the handler inline; False if the connection cannot be reused."""
-        responder = Responder(self.h11, self.stream, head=request.method == b"HEAD")
+        responder = self.responder = Responder(self.h11, self.stream, head=request.method == b"HEAD", owner=self)
         if self.server.draining:
             responder.close_after = True
         self.busy_since = trio.current_time()
@@ -310,6 +332,7 @@ class _Connection:
                         return False
         finally:
             self.request_scope = None
+            self.responder = None
             self.busy_since = None
             self.server.busy.discard(self)
             if self.watcher is not None:
@@ -317,7 +340,7 @@ class _Connection:
                 with trio.CancelScope(shield=True):
                     await self.watcher_done.wait()  # type: ignore[union-attr]
                 self.watcher = None
-        return responder.finished and not self.peer_gone
+        return responder.finished and not self.peer_gone and not self.taken_over
 
     def start_watching(self) -> None:
         """Watch the socket while a long request runs, so a peer that leaves cancels it.
@@ -325,7 +348,8 @@ class _Connection:
         Started by the server's watchdog only for requests running longer than
         ``watch_after``: quick calls never pay for the extra task and epoll changes.
         """
-        if self.watcher is None and self.nursery is not None and self.request_scope is not None:
+        if self.watcher is None and self.nursery is not None and self.request_scope is not None \
+                and not self.taken_over:
             self.watcher = trio.CancelScope()
             self.watcher_done = trio.Event()
             self.nursery.start_soon(self._watch, self.watcher, self.watcher_done)
@@ -340,7 +364,8 @@ class _Connection:
                         data = b""
                     if not data:
                         self.peer_gone = True
-                        if self.request_scope is not None:
+                        responder = self.responder
+                        if self.request_scope is not None and not (responder and responder.survive_disconnect):
                             self.request_scope.cancel()
                         return
                     self.h11.receive_data(data)  # a pipelined request waits in h11's buffer

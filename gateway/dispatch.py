@@ -1,0 +1,252 @@
+"""The request pipeline every client wire shares: admit, run, answer, release.
+
+A transport (Streamable HTTP, legacy SSE, WebSocket, stdio) only turns its wire into
+JSON-RPC messages and back. For each client request it builds a :class:`CallContext` and
+awaits :meth:`Dispatcher.request`, which
+
+1. admits it: its id must not already be in flight in its session, and the session must be
+   under ``max_inflight`` (refusals are answered at once, with the HTTP status the edge uses);
+2. runs it in its own cancel scope (an :class:`~gateway.session.InFlight`), so that
+   ``notifications/cancelled`` cancels exactly that request, a session that ends cancels its
+   requests, and a shutdown that runs out of grace ends them with an answer that says so;
+3. hands it to the router with the context (route, session, the request's back-channel for
+   notifications, its headers, its peer and later its identity), and encodes the result or
+   maps the error through the one error tree (:mod:`gateway.protocol.errors`);
+4. releases it, whatever happened.
+
+Requests without a session (MCP 2026-07-28 is stateless) are tracked too, for shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import msgspec
+from msgspec import Raw
+
+from .protocol import jsonrpc
+from .protocol.errors import (
+    INVALID_REQUEST,
+    CallError,
+    Cancelled,
+    ProtocolError,
+    SessionEnded,
+    ShuttingDown,
+    http_status,
+)
+from .protocol.jsonrpc import Message
+from .protocol.modern import ModernRequest, complete_result, modern_error_code
+from .session import CANCELLED, SESSION_ENDED, SHUTDOWN, InFlight, Session
+
+if TYPE_CHECKING:
+    from .router import Route, Router
+
+log = logging.getLogger("mcp_gateway.dispatch")
+
+_batch_decoder: Final = msgspec.json.Decoder(list[Raw])
+
+
+class BackChannel(Protocol):
+    """Where the notifications of one request go (its SSE stream, the socket, stdout)."""
+
+    def send(self, data: bytes) -> None:
+        """Queue one encoded message for the client; never blocks (a full queue drops it)."""
+
+    def open(self) -> None:
+        """The request will report progress: a wire that answers with a stream starts it now
+        (long calls then get keep-alives at once). Nothing to do for a wire that always streams."""
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What the router knows of the request it serves, whatever wire it came on."""
+
+    route: Route
+    session: Session | None
+    back: BackChannel | None = None  # None: the wire cannot carry notifications for this request
+    headers: Mapping[bytes, bytes] | None = None
+    version: str = ""  # the protocol version this request speaks
+    peer: str = ""  # the client's address ("" when the wire has none, as stdio)
+    identity: Any = None  # who is calling, once authentication exists
+    modern: ModernRequest | None = None  # a 2026-07-28 request: its envelope (the result is rewritten)
+
+
+Answer = tuple[int, bytes]  # (HTTP status the edge would use, encoded JSON-RPC answer)
+
+
+def encode_result(request_id: jsonrpc.RequestId, result: Raw) -> bytes:
+    return jsonrpc.encode(jsonrpc.result(request_id, result))
+
+
+def encode_failure(request_id: jsonrpc.RequestId | None, exc: ProtocolError | CallError) -> bytes:
+    """The JSON-RPC error answer for an error of the tree (upstream error data passes through)."""
+    if isinstance(exc, ProtocolError):
+        return jsonrpc.encode_error(request_id, exc.code, exc.message, exc.data)
+    return jsonrpc.encoder.encode(jsonrpc.Message(
+        jsonrpc="2.0", id=request_id, error=jsonrpc.ErrorObject(code=exc.code, message=exc.message, data=exc.data)))
+
+
+_STOPPED: Final[dict[str, Callable[[], CallError]]] = {
+    CANCELLED: Cancelled, SESSION_ENDED: SessionEnded, SHUTDOWN: ShuttingDown}
+
+
+class Dispatcher:
+    """Runs client requests through the router; owns their in-flight bookkeeping."""
+
+    def __init__(self, router: Router, *, max_inflight: int) -> None:
+        self.router = router
+        self.max_inflight = max_inflight
+        self._stateless: set[InFlight] = set()  # requests without a session, for shutdown
+        self._sessions: Callable[[], Any] | None = None
+        self.answered = 0
+        self.refused = 0
+
+    def track_sessions(self, sessions: Callable[[], Any]) -> None:
+        """Where :meth:`cancel_all` finds the sessions (the SessionManager's iterator)."""
+        self._sessions = sessions
+
+    def admit(self, ctx: CallContext, msg: Message) -> InFlight | Answer:
+        """Register a request as in flight, or the refusal to answer at once."""
+        request_id = msg.id
+        assert request_id is not None and not isinstance(request_id, msgspec.UnsetType)
+        call = InFlight()
+        session = ctx.session
+        if session is None:
+            self._stateless.add(call)
+            return call
+        if request_id in session.inflight:
+            self.refused += 1
+            return 400, jsonrpc.encode_error(
+                request_id, INVALID_REQUEST, f"Invalid request: id {request_id!r} is already in flight in this session")
+        if len(session.inflight) >= self.max_inflight:
+            self.refused += 1
+            return 429, jsonrpc.encode_error(
+                request_id, INVALID_REQUEST, f"Too many requests in flight in this session (limit {self.max_inflight})")
+        session.inflight[request_id] = call
+        return call
+
+    def release(self, ctx: CallContext, msg: Message, call: InFlight) -> None:
+        session = ctx.session
+        if session is None:
+            self._stateless.discard(call)
+            return
+        if session.inflight.get(msg.id) is call:  # type: ignore[arg-type]
+            del session.inflight[msg.id]  # type: ignore[arg-type]
+        session.touch()
+
+    async def request(self, ctx: CallContext, msg: Message) -> Answer:
+        """Admit, run and release one request; the answer to send (never raises for its errors)."""
+        admitted = self.admit(ctx, msg)
+        if not isinstance(admitted, InFlight):
+            return admitted
+        try:
+            return await self.run(ctx, msg, admitted)
+        finally:
+            self.release(ctx, msg, admitted)
+
+    async def run(self, ctx: CallContext, msg: Message, call: InFlight) -> Answer:
+        """Run an admitted request in its scope; the HTTP status and encoded answer, whatever happened.
+
+        A request cancelled by the client is answered -32800 here; wires that must say
+        nothing in that case (an SSE stream) check ``call.reason`` first. A 2026-07-28 request
+        gets its result rewritten for its era and an error status from the one table.
+        """
+        request_id: jsonrpc.RequestId = msg.id  # type: ignore[assignment]
+        body: bytes | None = None
+        failure: ProtocolError | CallError | None = None
+        with call.scope:
+            try:
+                result = await self.router.handle(ctx, msg)
+                if ctx.modern is not None:
+                    result = complete_result(msg.method, result, ctx.route.server_meta)  # type: ignore[arg-type]
+                body = encode_result(request_id, result)
+            except (ProtocolError, CallError) as exc:
+                failure = exc
+        self.answered += 1
+        if body is not None:
+            return 200, body
+        if failure is None:  # cancelled: say why
+            failure = _STOPPED.get(call.reason or CANCELLED, Cancelled)()
+        if ctx.modern is None:
+            return 200, encode_failure(request_id, failure)
+        failure.code = modern_error_code(failure.code)
+        return http_status(failure.code), encode_failure(request_id, failure)
+
+    def notification(self, ctx: CallContext, msg: Message) -> None:
+        """A client notification: ``notifications/cancelled`` cancels exactly one request."""
+        if msg.method != "notifications/cancelled" or ctx.session is None:
+            return  # initialized, roots/list_changed, progress: nothing to do (yet)
+        try:
+            params = jsonrpc.decode_params(msg)
+        except ProtocolError:
+            return  # a notification gets no answer, not even an error
+        request_id = jsonrpc.decode_any(params.get("requestId"))
+        call = ctx.session.inflight.get(request_id) if isinstance(request_id, int | str) else None
+        if call is not None:
+            call.cancel(CANCELLED)
+
+    @staticmethod
+    def parse_batch(body: bytes) -> list[Raw]:
+        """A batch body's items, left raw; ProtocolError -32700 if it is not JSON.
+
+        Parsed before any batch rule is checked, as a single message is: a body that cannot be
+        read is -32700 whatever the session, never a batch-rule -32600.
+        """
+        try:
+            return _batch_decoder.decode(body)
+        except jsonrpc.DECODE_FAILURES as exc:
+            text = "JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ProtocolError(jsonrpc.PARSE_ERROR, f"Parse error: {text}") from None
+
+    async def batch(self, ctx: CallContext, items: list[Raw]) -> list[bytes]:
+        """A JSON-RPC batch (2025-03-26 only): the answers, in order (none for notifications).
+
+        Items are decoded and admitted in order before any runs, so a repeated id is always
+        the later item's error, whatever order the calls would be scheduled in.
+        """
+        import trio  # the pipeline's one structural use of trio: the batch's own nursery
+
+        if not items or len(items) > self.max_inflight:
+            raise ProtocolError(INVALID_REQUEST, f"Invalid request: a batch holds 1 to {self.max_inflight} messages")
+        answers: list[bytes | None] = [None] * len(items)
+        admitted: list[tuple[int, Message, InFlight]] = []
+        for i, item in enumerate(items):
+            try:
+                msg = jsonrpc.decode_message(item)
+            except ProtocolError as exc:
+                answers[i] = jsonrpc.encode_error(exc.id, exc.code, exc.message)
+                continue
+            if not msg.is_request:
+                self.notification(ctx, msg)
+                continue
+            call = self.admit(ctx, msg)
+            if isinstance(call, InFlight):
+                admitted.append((i, msg, call))
+            else:
+                answers[i] = call[1]
+
+        async def one(i: int, msg: Message, call: InFlight) -> None:
+            try:
+                answers[i] = (await self.run(ctx, msg, call))[1]
+            finally:
+                self.release(ctx, msg, call)
+
+        async with trio.open_nursery() as nursery:
+            for i, msg, call in admitted:
+                nursery.start_soon(one, i, msg, call)
+        return [a for a in answers if a is not None]
+
+    def cancel_all(self, reason: str) -> int:
+        """Cancel every request in flight (shutdown); how many there were."""
+        count = 0
+        for call in list(self._stateless):
+            call.cancel(reason)
+            count += 1
+        if self._sessions is not None:
+            for session in self._sessions():
+                count += len(session.inflight)
+                session.cancel_all(reason)
+        return count

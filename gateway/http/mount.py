@@ -1,0 +1,56 @@
+"""The data plane's mount table: path -> handler, behind one Origin/Host/CORS gate.
+
+Every HTTP endpoint is a peer here (``/mcp``, ``/sse``, ``/message``, ``/ws``, their
+``/<route>/...`` forms, ``/healthz``): a request is checked (Origin, Host), given its CORS
+headers, answered for a CORS preflight, and only then handed to the handler of its exact
+path. Nothing behind the table repeats those checks.
+"""
+
+from __future__ import annotations
+
+from .policy import PREFLIGHT_HEADERS, OriginPolicy
+from .server import Handler, Request, Responder
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+class MountTable:
+    def __init__(self, policy: OriginPolicy) -> None:
+        self.policy = policy
+        self._handlers: dict[str, Handler] = {}
+
+    def mount(self, path: str, handler: Handler) -> None:
+        if path in self._handlers:
+            raise ValueError(f"{path} is mounted twice")
+        self._handlers[path] = handler
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def __call__(self, request: Request, responder: Responder) -> None:
+        policy = self.policy
+        origin = request.header(b"origin")
+        if not policy.origin_ok(origin):
+            await _forbidden(responder, "Forbidden: Origin not allowed")
+            return
+        responder.extra_headers = policy.cors_headers(origin)
+        if not policy.host_ok(request.header(b"host")):
+            await _forbidden(responder, "Forbidden: Host not allowed")
+            return
+        path = request.path
+        handler = self._handlers.get(path) or self._handlers.get(path.rstrip("/"))
+        if handler is None:
+            endpoints = ", ".join(p for p in self.paths if p.endswith("/mcp"))
+            await responder.send(404, [(b"content-type", b"text/plain; charset=utf-8")],
+                                 f"Not found: {path}; MCP endpoints: {endpoints}\n".encode())
+            return
+        if request.method == b"OPTIONS":  # a CORS preflight (its Origin passed the check above)
+            await responder.send(204, PREFLIGHT_HEADERS, b"")
+            return
+        await handler(request, responder)
+
+
+async def _forbidden(responder: Responder, message: str) -> None:
+    body = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"' + message.encode() + b'"}}'
+    await responder.send(403, _JSON, body)
