@@ -294,7 +294,7 @@ def _chunk(data: bytes) -> bytes:
 @pytest.mark.parametrize("chunked", [
     b"0\r\n\r\n" + SMUGGLED,  # CL.TE: the whole is one body by Content-Length, two requests by chunks
     _chunk(json.dumps(ping()).encode()) + b"0\r\n\r\n" + SMUGGLED,
-])
+], ids=["empty body then a request", "a ping then a request"])
 async def test_content_length_with_transfer_encoding_is_400_and_closed(order: str, chunked: bytes) -> None:
     async with gateway(config(ledger())) as gw:
         framing = [f"content-length: {len(chunked)}", "transfer-encoding: chunked"]
