@@ -21,7 +21,9 @@ from .protocol.progress import ProgressTable
 from .router import Route, Router
 from .session import SHUTDOWN, Session, SessionManager
 from .transports.modern import ModernFront
+from .transports.sse import LegacySSE
 from .transports.streamable_http import StreamableHTTP
+from .transports.websocket import WebSocketTransport
 from .upstream.backend import Backend
 from .upstream.channel import Launcher
 from .upstream.lifecycle import CallBackend, SessionBackend
@@ -90,14 +92,21 @@ class Gateway:
         self.streamable = StreamableHTTP(self.dispatcher, self.sessions, self.modern)
         self.mounts = MountTable(OriginPolicy(list(config.allowed_origins), self.host))
         self.mounts.mount("/healthz", self._healthz)
+        self.legacy_sse = LegacySSE(self.dispatcher, self.sessions)
+        self.websocket = WebSocketTransport(self.dispatcher, self.sessions, max_message=limits.max_message)
         for prefix, route in self.routes.items():
             base = "" if prefix == "/" else prefix
             self.mounts.mount(f"{base}/mcp", self.streamable.endpoint(route))
+            self.mounts.mount(f"{base}/sse", self.legacy_sse.stream_endpoint(route, f"{base}/message"))
+            self.mounts.mount(f"{base}/message", self.legacy_sse.message_endpoint())
+            self.mounts.mount(f"{base}/ws", self.websocket.endpoint(route))
         self.http = HTTPServer(self.mounts, host=self.host, port=self.port, limits=Limits(
             max_body=limits.max_body, max_header=limits.max_header, read_timeout=config.timeouts.read,
             idle_timeout=config.timeouts.idle, max_connections=self.descriptors.max_connections))
         self.http.drain_hooks.append(self.sessions.close_streams)
         self.http.drain_hooks.append(self._close_listeners)
+        self.http.drain_hooks.append(self.legacy_sse.close_all)
+        self.http.drain_hooks.append(self.websocket.close_all)
         self._nursery: trio.Nursery | None = None
 
     def _backend(self, name: str, server: ServerConfig) -> Backend:
@@ -129,21 +138,24 @@ class Gateway:
             return launcher
         raise GatewayError(f"servers.{name}.url: remote (HTTP) upstream servers are not supported yet")
 
-    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, serve_http: bool = True,
+                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every server (in parallel), then serve; ``started`` with the bound port.
 
-        The port is bound first, so a taken address fails fast with a plain OSError.
+        The port is bound first, so a taken address fails fast with a plain OSError. Without
+        ``serve_http`` (the stdio front) nothing listens, and ``started`` gets 0.
         """
-        await self.http.bind()
+        if serve_http:
+            await self.http.bind()
         if self.sandbox is not None:
             await self.sandbox.startup()
         try:
-            await self._serve(task_status)
+            await self._serve(task_status, serve_http)
         finally:
             if self.sandbox is not None:
                 await self.sandbox.shutdown()
 
-    async def _serve(self, task_status: trio.TaskStatus[int]) -> None:
+    async def _serve(self, task_status: trio.TaskStatus[int], serve_http: bool) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             async with trio.open_nursery() as starting:
@@ -152,13 +164,14 @@ class Gateway:
             for route in self.routes.values():
                 route.rebuild()
             await nursery.start(self.sessions.run)
-            port = await nursery.start(self.http.run)
+            port = await nursery.start(self.http.run) if serve_http else 0
             self.port = port
             down = [s.name for s in self.supervisors.values() if s.state != "ready"]
             if down:
                 log.warning("serving without %s (not ready; retrying in the background)", ", ".join(down))
-            log.info("MCP gateway listening on http://%s:%d (%s)", _host_for_url(self.host), port,
-                     ", ".join(f"{p} -> {', '.join(r.servers)}" for p, r in self.routes.items()))
+            if serve_http:
+                log.info("MCP gateway listening on http://%s:%d (%s)", _host_for_url(self.host), port,
+                         ", ".join(f"{p} -> {', '.join(r.servers)}" for p, r in self.routes.items()))
             task_status.started(port)
 
     async def shutdown(self) -> None:

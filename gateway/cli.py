@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
 import signal
 import sys
 
@@ -76,6 +78,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stdio(args: argparse.Namespace) -> int:
+    """The gateway as a stdio MCP server: one client on stdin/stdout, logs on stderr."""
+    config = _load(args.config)
+    _setup_logging(args.log_level or "warning")
+    from .app import Gateway, GatewayError
+    from .transports.stdio import serve_stdio
+
+    route = (args.route or "/").rstrip("/") or "/"
+    routes = config.resolved_routes()
+    if route not in routes:
+        print(f"mcp-gateway: no route {route!r} (routes: {', '.join(routes)})", file=sys.stderr)
+        return 2
+    try:
+        _preflight(config)
+        # Port 0: its own sandbox identity, so that two stdio gateways never sweep each other's containers.
+        gateway = Gateway(config, port=0)
+    except (GatewayError, ConfigError) as exc:
+        print(f"mcp-gateway: {exc}", file=sys.stderr)
+        return 2
+    # stdout is the protocol stream: keep our own copy of it, and send anything else that would
+    # write to fd 1 (a stray print, a library) to stderr.
+    protocol_out = os.dup(1)
+    protocol_in = os.dup(0)
+    os.dup2(2, 1)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(gateway.run, serve_http=False))
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(stop_on_signal)
+                await serve_stdio(gateway, route, trio.lowlevel.FdStream(protocol_in),
+                                  trio.lowlevel.FdStream(protocol_out))
+            nursery.cancel_scope.cancel()  # stdin closed: stop every server, remove every container
+
+    trio.run(main)
+    return 0
+
+
 def _preflight(config: GatewayConfig) -> None:
     """Fail fast, with the fix, when container servers are configured and Docker is unreachable."""
     if any(s.kind == "container" for s in config.servers.values()):
@@ -121,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--config", required=True)
     check.add_argument("--no-start", action="store_true", help="only validate; do not start the servers")
     check.set_defaults(func=cmd_check)
+    stdio = sub.add_parser("stdio", help="serve one MCP client on stdin/stdout (for Claude Desktop and IDEs)")
+    stdio.add_argument("--config", required=True)
+    stdio.add_argument("--route", help="which route to serve (default: /)")
+    stdio.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    stdio.set_defaults(func=cmd_stdio)
     doctor = sub.add_parser("doctor", help="check Docker and the configured images")
     doctor.add_argument("--config", required=True)
     doctor.set_defaults(func=cmd_doctor)

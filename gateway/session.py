@@ -171,7 +171,7 @@ class Session:
 
     __slots__ = ("id", "route", "version", "client_info", "client_capabilities", "last_used",
                  "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped", "streams",
-                 "_lru", "peer", "_peer_lru", "_sse", "_next_stream", "get_owner")
+                 "_lru", "peer", "_peer_lru", "_sse", "_next_stream", "get_owner", "_ended")
 
     def __init__(self, session_id: str, route: Any, version: str, client_info: Any,
                  client_capabilities: Any, lru: OrderedDict[str, Session] | None = None, *,
@@ -195,6 +195,7 @@ class Session:
         self._sse: dict[int, SSEStream] | None = None  # resumable streams, made on first use
         self._next_stream = 1
         self.get_owner = 0  # which GET connection writes stream 0 (a newer one takes over)
+        self._ended: trio.Event | None = None  # set by close(), for a wire that owns a connection
 
     @property
     def busy(self) -> bool:
@@ -212,6 +213,13 @@ class Session:
         if self._outbox_recv is None:
             self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](_OUTBOX_SIZE)
         return self._outbox_recv
+
+    def attach(self, send: trio.MemorySendChannel[bytes]) -> trio.Event:
+        """Send this session's server-to-client messages to a connection's channel (WebSocket,
+        stdio, legacy SSE); the event is set when the session ends."""
+        self._outbox_send = send
+        self._ended = trio.Event()
+        return self._ended
 
     def push(self, message: bytes) -> None:
         """Queue an encoded notification for the GET stream; never blocks.
@@ -246,7 +254,9 @@ class Session:
 
     def close_stream(self) -> None:
         """End the GET stream (if any) but keep the session: used while draining."""
-        if self._outbox_send is not None:
+        if self._ended is not None:
+            self._ended.set()  # a connection wire: its connection ends
+        elif self._outbox_send is not None:
             self._outbox_send.close()
 
     def cancel_all(self, reason: str) -> None:
@@ -261,7 +271,9 @@ class Session:
         self.inflight.clear()
         for stream in (self._sse or {}).values():
             stream.finish()
-        if self._outbox_send is not None:
+        if self._ended is not None:
+            self._ended.set()  # the wire that owns the connection closes it
+        elif self._outbox_send is not None:
             self._outbox_send.close()
 
 

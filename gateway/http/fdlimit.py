@@ -54,7 +54,7 @@ def budget(requested: int, upstream_instances: int) -> DescriptorBudget:
     chosen = min(requested, allowed)
     result = DescriptorBudget(soft=limit, hard=hard, reserve=reserve, requested=requested, max_connections=chosen)
     if result.capped:
-        log.warning("limits.max_connections %d capped at %d: the file-descriptor limit is %d and %d are kept "
+        log.info("limits.max_connections %d capped at %d: the file-descriptor limit is %d and %d are kept "
                     "for upstream servers and the gateway itself (raise it with ulimit -n / LimitNOFILE=)",
                     requested, chosen, limit, reserve)
     return result

@@ -1,0 +1,140 @@
+"""The legacy HTTP+SSE transport (MCP 2024-11-05) at ``/sse`` and ``/message``, per route.
+
+``GET /sse`` opens the stream: its first event, ``endpoint``, names where to POST
+(``/message?sessionId=...``); every answer and notification then arrives on the stream.
+``POST /message?sessionId=...`` carries one client message and is answered 202 at once (or
+404 for a stream that is gone). The stream is the connection of a :class:`WireSession`: the
+MCP session begins with ``initialize`` on it and ends with it. Idle streams get keep-alive
+comments. Origin/Host/CORS were checked by the mount table; the message size by the HTTP server.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Final
+from urllib.parse import parse_qs
+
+import trio
+
+from ..dispatch import Dispatcher
+from ..http.server import Handler, Request, Responder
+from ..protocol import inbound
+from ..protocol.errors import INVALID_REQUEST
+from ..protocol.inbound import Rejection
+from ..session import SessionManager, sse_frame
+from .sse_stream import JSON_HEADERS, KEEPALIVE, SSE_HEADERS
+from .wire import WireSession
+
+if TYPE_CHECKING:
+    from ..router import Route
+
+log = logging.getLogger("mcp_gateway.sse")
+
+_INBOX: Final = 64  # client messages waiting for the session to take them (a POST waits beyond)
+
+
+class _Stream:
+    __slots__ = ("wire", "send", "receive")
+
+    def __init__(self, wire: WireSession) -> None:
+        self.wire = wire
+        self.send, self.receive = trio.open_memory_channel[bytes](_INBOX)
+
+
+class LegacySSE:
+    def __init__(self, dispatcher: Dispatcher, sessions: SessionManager) -> None:
+        self.dispatcher = dispatcher
+        self.sessions = sessions
+        self._streams: dict[str, _Stream] = {}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def stream_endpoint(self, route: Route, message_path: str) -> Handler:
+        async def handle(request: Request, responder: Responder) -> None:
+            if request.method != b"GET":
+                await responder.send(405, [(b"allow", b"GET, OPTIONS")], b"")
+                return
+            refused = inbound.check_get(request.header(b"accept"))
+            if refused is not None:
+                await responder.send(refused.status, JSON_HEADERS, refused.body())
+                return
+            await self._serve_stream(route, message_path, request, responder)
+        return handle
+
+    def message_endpoint(self) -> Handler:
+        async def handle(request: Request, responder: Responder) -> None:
+            if request.method != b"POST":
+                await responder.send(405, [(b"allow", b"POST, OPTIONS")], b"")
+                return
+            if not inbound.is_json(request.header(b"content-type")):
+                await _reject(responder, inbound.UNSUPPORTED_MEDIA_TYPE)
+                return
+            query = parse_qs(request.target.partition(b"?")[2].decode("latin-1"))
+            stream = self._streams.get((query.get("sessionId") or [""])[0])
+            if stream is None:
+                await _reject(responder, Rejection(404, INVALID_REQUEST,
+                                                   "Session not found: open a new stream with GET /sse"))
+                return
+            try:
+                await stream.send.send(request.body)  # waits while the session is busy (bounded)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await _reject(responder, Rejection(404, INVALID_REQUEST, "Session not found: its stream ended"))
+                return
+            await responder.send(202, [], b"")
+        return handle
+
+    async def _serve_stream(self, route: Route, message_path: str, request: Request, responder: Responder) -> None:
+        wire = WireSession(route, self.dispatcher, self.sessions, wire="sse", peer=request.peer)
+        stream_id = secrets.token_urlsafe(24)
+        stream = self._streams[stream_id] = _Stream(wire)
+
+        async def receive() -> bytes | None:
+            try:
+                return await stream.receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return None
+
+        async def write() -> None:
+            outbox = wire.outbox
+            try:
+                while True:
+                    with trio.move_on_after(KEEPALIVE) as idle:
+                        try:
+                            data = await outbox.receive()
+                        except (trio.EndOfChannel, trio.ClosedResourceError):
+                            return
+                        await responder.write(sse_frame(data))
+                    if idle.cancelled_caught:
+                        await responder.write(b": ping\n\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the client left: its session ends with the stream
+
+        try:
+            await responder.start(200, SSE_HEADERS)
+            await responder.write(b"event: endpoint\ndata: " + f"{message_path}?sessionId={stream_id}".encode()
+                                  + b"\n\n")
+            async with trio.open_nursery() as nursery:
+                async def serve() -> None:
+                    await wire.run(receive)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(serve)
+                await write()
+                nursery.cancel_scope.cancel()
+            await responder.end()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client left: run() ended its session
+        finally:
+            del self._streams[stream_id]
+            stream.send.close()
+
+    def close_all(self) -> None:
+        """Draining: end every stream (their sessions end with them)."""
+        for stream in self._streams.values():
+            stream.send.close()
+
+
+async def _reject(responder: Responder, rejection: Rejection) -> None:
+    await responder.send(rejection.status, JSON_HEADERS, rejection.body())
