@@ -514,7 +514,8 @@ class GatewayProc:
             "servers": servers,
             "log_level": "warning",
             "timeouts": {"shutdown_grace": "2s", "start": f"{int(start_timeout)}s"},
-            "limits": {"max_sessions": 30000, "max_connections": 30000},
+            "limits": {"max_sessions": 30000, "max_connections": 30000, "max_connections_per_peer": 30000,
+                       "max_sessions_per_peer": 30000},
         }
         self.nofile = nofile_limit(nofile)
         self.start_timeout = start_timeout

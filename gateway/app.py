@@ -93,7 +93,8 @@ class Gateway:
         self.mounts = MountTable(OriginPolicy(list(config.allowed_origins), self.host))
         self.mounts.mount("/healthz", self._healthz)
         self.legacy_sse = LegacySSE(self.dispatcher, self.sessions)
-        self.websocket = WebSocketTransport(self.dispatcher, self.sessions, max_message=limits.max_message)
+        self.websocket = WebSocketTransport(self.dispatcher, self.sessions, max_message=limits.max_message,
+                                            ping_interval=config.timeouts.ws_ping)
         for prefix, route in self.routes.items():
             base = "" if prefix == "/" else prefix
             self.mounts.mount(f"{base}/mcp", self.streamable.endpoint(route))
@@ -102,7 +103,8 @@ class Gateway:
             self.mounts.mount(f"{base}/ws", self.websocket.endpoint(route))
         self.http = HTTPServer(self.mounts, host=self.host, port=self.port, limits=Limits(
             max_body=limits.max_body, max_header=limits.max_header, read_timeout=config.timeouts.read,
-            idle_timeout=config.timeouts.idle, max_connections=self.descriptors.max_connections))
+            idle_timeout=config.timeouts.idle, max_connections=self.descriptors.max_connections,
+            max_connections_per_peer=limits.max_connections_per_peer, write_timeout=config.timeouts.write))
         self.http.drain_hooks.append(self.sessions.close_streams)
         self.http.drain_hooks.append(self._close_listeners)
         self.http.drain_hooks.append(self.legacy_sse.close_all)

@@ -176,6 +176,9 @@ class Limits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     max_inflight_per_session: PositiveInt = 256
     # Capped at start to what the file-descriptor limit allows (see http/fdlimit.py).
     max_connections: PositiveInt = 20000
+    # Connections one client address may hold (None: a quarter of max_connections), so that one
+    # client's open streams cannot take every slot.
+    max_connections_per_peer: PositiveInt | None = None
     # What each upstream server may write to the gateway's log (stderr, log notifications):
     # lines per second sustained, and a burst; the rest is dropped and counted.
     upstream_log_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0
@@ -187,6 +190,7 @@ class Timeouts(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
 
     call: PositiveDuration = 60.0
     read: PositiveDuration = 30.0  # to receive a whole request once it started
+    write: PositiveDuration = 30.0  # a client that reads nothing of an answer or stream this long is dropped
     idle: PositiveDuration = 120.0  # keep-alive idle
     session_idle: PositiveDuration = 3600.0  # a client session unused this long expires
     shutdown_grace: Duration = 10.0
@@ -195,6 +199,8 @@ class Timeouts(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     # one that does not answer a ping within ping_timeout is restarted.
     ping_interval: Duration = 30.0
     ping_timeout: PositiveDuration = 10.0
+    # A WebSocket client silent this long gets a Ping; one silent as long again is closed (0: never).
+    ws_ping: Duration = 30.0
 
 
 class Admin(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -839,10 +845,11 @@ def describe(config: GatewayConfig) -> str:
         f"limits: body {fs(lim.max_body)}, header {fs(lim.max_header)}, upstream message "
         f"{fs(lim.max_message)}, sessions {lim.max_sessions}, in-flight per session "
         f"{lim.max_inflight_per_session}, connections {lim.max_connections} (at most what file descriptors "
-        f"allow), sessions per client address {lim.max_sessions_per_peer or lim.max_sessions}",
+        f"allow), connections per client address {lim.max_connections_per_peer or lim.max_connections // 4}, "
+        f"sessions per client address {lim.max_sessions_per_peer or lim.max_sessions}",
         f"upstream logs: {lim.upstream_log_rate:g} lines/s per server (burst {lim.upstream_log_burst}), "
         "control characters escaped, lines capped",
-        f"timeouts: call {fd(t.call)}, read {fd(t.read)}, keep-alive idle {fd(t.idle)}, session idle "
+        f"timeouts: call {fd(t.call)}, read {fd(t.read)}, write {fd(t.write)}, keep-alive idle {fd(t.idle)}, session idle "
         f"{fd(t.session_idle)}, shutdown grace {fd(t.shutdown_grace)}, server start {fd(t.start)}",
         f"liveness: ping idle servers every {fd(t.ping_interval) if t.ping_interval else 'never'}, "
         f"answer within {fd(t.ping_timeout)}",

@@ -194,7 +194,7 @@ class Session:
         self._lru = lru  # the manager's sessions, least recently used first
         self._sse: dict[int, SSEStream] | None = None  # resumable streams, made on first use
         self._next_stream = 1
-        self.get_owner = 0  # which GET connection writes stream 0 (a newer one takes over)
+        self.get_owner: trio.CancelScope | None = None  # the GET writing stream 0 (a newer one takes over)
         self._ended: trio.Event | None = None  # set by close(), for a wire that owns a connection
 
     @property

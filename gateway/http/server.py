@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ log = logging.getLogger("mcp_gateway.http")
 
 Headers = list[tuple[bytes, bytes]]
 _LINGER = 2.0  # seconds a rejected connection is drained before it is closed
+_SMALL_WRITE = 128 * 1024  # an answer this small is written without a timeout (the kernel buffers it)
 _FINAL_WRITE = 1.0  # seconds requests ended at shutdown get to write their answer
 _ACCEPT_RETRY = 0.1  # pause after accept() failed for lack of descriptors or memory (trio's choice)
 # accept() errors that mean "out of resources, try again later" (trio's serve_listeners retries these)
@@ -79,6 +81,8 @@ class Limits:
     read_timeout: float = 30.0
     idle_timeout: float = 120.0
     max_connections: int = 20000
+    max_connections_per_peer: int | None = None  # None: max_connections // 4
+    write_timeout: float = 30.0  # a client that stops reading an answer or a stream is dropped after this
     watch_after: float = 0.1  # a request running this long gets its socket watched for disconnects
 
 
@@ -141,7 +145,10 @@ class Responder:
             out += conn.send(h11.Data(data=body)) or b""
         out += conn.send(h11.EndOfMessage()) or b""
         self.started = self.finished = True
-        await self._stream.send_all(out)
+        if len(out) <= _SMALL_WRITE:
+            await self._stream.send_all(out)  # fits the socket buffers: never waits for the client
+        else:
+            await self._send_all(out)
 
     async def start(self, status: int, headers: Headers) -> None:
         """Begin a streamed (chunked) response, e.g. Server-Sent Events."""
@@ -151,15 +158,24 @@ class Responder:
             headers = [*headers, (b"connection", b"close")]
         out = self._conn.send(h11.Response(status_code=status, headers=headers))
         self.started = True
-        await self._stream.send_all(out or b"")
+        await self._send_all(out or b"")
 
     async def write(self, data: bytes) -> None:
         if data:
-            await self._stream.send_all(self._conn.send(h11.Data(data=data)) or b"")
+            await self._send_all(self._conn.send(h11.Data(data=data)) or b"")
 
     async def end(self) -> None:
         self.finished = True
-        await self._stream.send_all(self._conn.send(h11.EndOfMessage()) or b"")
+        await self._send_all(self._conn.send(h11.EndOfMessage()) or b"")
+
+    async def _send_all(self, data: bytes) -> None:
+        """Write within the write timeout: a client that stops reading (a full socket buffer for
+        that long) is treated as gone, so it cannot hold a connection slot and its request forever."""
+        timeout = self._owner.server.limits.write_timeout if self._owner is not None else math.inf
+        with trio.move_on_after(timeout) as scope:
+            await self._stream.send_all(data)
+        if scope.cancelled_caught:
+            raise trio.BrokenResourceError(f"the client read nothing for {timeout:g}s")
 
 
 Handler = Callable[[Request, Responder], Awaitable[None]]
@@ -168,13 +184,10 @@ Handler = Callable[[Request, Responder], Awaitable[None]]
 class _Connection:
     """One client connection, served by one task; see the module docstring."""
 
-    def __init__(self, server: HTTPServer, stream: trio.SocketStream) -> None:
+    def __init__(self, server: HTTPServer, stream: trio.SocketStream, peer: str) -> None:
         self.server = server
         self.stream = stream
-        try:
-            self.peer = str(stream.socket.getpeername()[0])
-        except (OSError, IndexError, TypeError):
-            self.peer = ""
+        self.peer = peer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server.limits.max_header)
         self.busy_since: float | None = None
         self.request_scope: trio.CancelScope | None = None
@@ -418,6 +431,8 @@ class HTTPServer:
         self.idle: dict[_Connection, None] = {}  # waiting in keep-alive, longest-waiting first
         self._listeners: list[trio.SocketListener] | None = None
         self.stats = ServerCounters()
+        self._per_peer: dict[str, int] = {}
+        self._max_per_peer = self.limits.max_connections_per_peer or max(1, self.limits.max_connections // 4)
         self._drained = trio.Event()  # set when the last connection closes
 
     def statistics(self) -> HTTPServerStatistics:
@@ -501,8 +516,32 @@ class HTTPServer:
             victim.close_if_idle()
         await self._slots.acquire()
 
+    def _evict_idle_of(self, peer: str) -> bool:
+        """Close this address's longest-idle keep-alive connection, if it has one (scans the idle
+        connections: only at the per-address limit)."""
+        victim = next((c for c in self.idle if c.peer == peer), None)
+        if victim is None:
+            return False
+        del self.idle[victim]
+        self.stats.evicted_idle += 1
+        victim.close_if_idle()
+        return True
+
     async def _serve(self, stream: trio.SocketStream) -> None:
-        connection = _Connection(self, stream)
+        try:
+            peer = str(stream.socket.getpeername()[0])
+        except (OSError, IndexError, TypeError):
+            peer = ""
+        held = self._per_peer.get(peer, 0)
+        if held >= self._max_per_peer and not self._evict_idle_of(peer):
+            # One address may not hold every slot (long-lived streams are not idle, so eviction
+            # could not free them): this one is refused at once, its older connections go on.
+            self.stats.refused_per_peer += 1
+            self._slots.release()
+            await _refuse(stream, f"Too many connections from this address (limit {self._max_per_peer})")
+            return
+        self._per_peer[peer] = held + 1
+        connection = _Connection(self, stream, peer)
         self.connections.add(connection)
         try:
             await connection.serve()
@@ -512,6 +551,9 @@ class HTTPServer:
             log.exception("connection failed")
         finally:
             self.connections.discard(connection)
+            left = self._per_peer.pop(peer) - 1
+            if left:
+                self._per_peer[peer] = left
             self._slots.release()
             if not self.connections:
                 self._drained.set()
@@ -549,9 +591,24 @@ class HTTPServer:
         return not self.connections
 
 
+async def _refuse(stream: trio.SocketStream, text: str) -> None:
+    """A 503 written straight to a connection we will not serve, then closed (bounded in time)."""
+    body = (text + "\n").encode()
+    head = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n" % len(body))
+    with trio.move_on_after(1):
+        try:
+            await stream.send_all(head + body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        await stream.aclose()
+
+
 @dataclass(slots=True)
 class ServerCounters:
     """Counts since start (read through :meth:`HTTPServer.statistics`)."""
 
     accepted: int = 0
     evicted_idle: int = 0
+    refused_per_peer: int = 0

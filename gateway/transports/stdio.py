@@ -26,7 +26,8 @@ log = logging.getLogger("mcp_gateway.stdio")
 async def serve_stdio(gateway: Gateway, route: str, stdin: trio.abc.ReceiveStream, stdout: trio.abc.SendStream,
                       *, max_message: int | None = None) -> None:
     """Serve one client on ``stdin``/``stdout`` until stdin ends."""
-    wire = WireSession(gateway.routes[route], gateway.dispatcher, gateway.sessions, wire="stdio")
+    wire = WireSession(gateway.routes[route], gateway.dispatcher, gateway.sessions, wire="stdio",
+                       drain_on_eof=gateway.config.timeouts.shutdown_grace)
     reader = LineReader(stdin, max_message or gateway.config.limits.max_message)
 
     async def write() -> None:

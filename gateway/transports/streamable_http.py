@@ -215,28 +215,38 @@ class StreamableHTTP:
             session.touch()
 
     async def _listen(self, session: Session, responder: Responder, replay_after: int | None) -> None:
-        """The GET stream: what the session missed since ``replay_after``, then whatever comes."""
-        session.get_owner += 1
-        owner = session.get_owner  # a newer GET takes the stream over; this one then ends
+        """The GET stream: what the session missed since ``replay_after``, then whatever comes.
+
+        One per session: a newer GET takes the stream over and the older one ends at once (the
+        spec forbids sending a message on two streams, and one client must not hold many slots).
+        """
+        if session.get_owner is not None:
+            session.get_owner.cancel()
         outbox = session.outbox()
         log_ = session.sse_stream(0)
-        await responder.start(200, SSE_HEADERS)
-        await responder.write(b": stream open\n\n")
-        if replay_after is not None:
-            for _, event in log_.since(replay_after):
-                await responder.write(event)
-        while not session.closed and session.get_owner == owner:
-            with trio.move_on_after(KEEPALIVE) as idle:
-                try:
-                    data = await outbox.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-                log_.add(data)
-                await responder.write(log_.kept[-1][1])
-            if idle.cancelled_caught:
-                session.touch()
-                await responder.write(b": ping\n\n")
-        await responder.end()
+        with trio.CancelScope() as owner:
+            session.get_owner = owner
+            try:
+                await responder.start(200, SSE_HEADERS)
+                await responder.write(b": stream open\n\n")
+                if replay_after is not None:
+                    for _, event in log_.since(replay_after):
+                        await responder.write(event)
+                while not session.closed:
+                    with trio.move_on_after(KEEPALIVE) as idle:
+                        try:
+                            data = await outbox.receive()
+                        except (trio.EndOfChannel, trio.ClosedResourceError):
+                            break
+                        log_.add(data)
+                        await responder.write(log_.kept[-1][1])
+                    if idle.cancelled_caught:
+                        session.touch()
+                        await responder.write(b": ping\n\n")
+                await responder.end()
+            finally:
+                if session.get_owner is owner:
+                    session.get_owner = None
 
     async def _delete(self, request: Request, responder: Responder) -> None:
         header = request.header(mcp.SESSION_HEADER)

@@ -56,7 +56,7 @@ class WireSession:
     """The MCP side of one connection; see the module docstring."""
 
     def __init__(self, route: Route, dispatcher: Dispatcher, sessions: SessionManager, *, wire: str,
-                 peer: str = "") -> None:
+                 peer: str = "", drain_on_eof: float = 0.0) -> None:
         self.route = route
         self.dispatcher = dispatcher
         self.sessions = sessions
@@ -68,6 +68,11 @@ class WireSession:
         self._nursery: trio.Nursery | None = None
         self.dropped = 0
         self.closed = trio.Event()  # the session ended from our side (evicted, DELETE-less expiry)
+        # stdio: when the client closes its side, calls it already sent may still be answered
+        # (a pipe read to its end); on a socket nobody is left to read them.
+        self._drain_on_eof = drain_on_eof
+        self._running = 0
+        self._idle = trio.Event()
 
     # -- what the wire calls ----------------------------------------------------------------------
     async def run(self, receive: Callable[[], Awaitable[bytes | None]], *,
@@ -86,6 +91,11 @@ class WireSession:
                     if data is None:
                         break
                     await self.handle(data)
+                if self._drain_on_eof > 0 and self._running:
+                    with trio.move_on_after(self._drain_on_eof):
+                        while self._running:
+                            self._idle = trio.Event()
+                            await self._idle.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
@@ -105,7 +115,9 @@ class WireSession:
         except ProtocolError as exc:
             await self.deliver(jsonrpc.encode_error(exc.id, exc.code, exc.message))
             return
-        if msg.is_request:
+        if msg.method == "initialize" and msg.is_request:
+            await self.deliver(self._initialize(msg))  # inline: what follows may depend on it
+        elif msg.is_request:
             self._start(lambda: self._request(msg))
         elif msg.is_notification:
             if self.session is not None:
@@ -129,7 +141,17 @@ class WireSession:
     # -- inside --------------------------------------------------------------------------------
     def _start(self, fn: Callable[[], Awaitable[None]]) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(fn)
+        self._running += 1
+
+        async def tracked() -> None:
+            try:
+                await fn()
+            finally:
+                self._running -= 1
+                if not self._running:
+                    self._idle.set()
+
+        self._nursery.start_soon(tracked)
 
     def _context(self, modern_request: modern.ModernRequest | None = None) -> CallContext:
         session = self.session if modern_request is None else None
@@ -140,9 +162,6 @@ class WireSession:
 
     async def _request(self, msg: Message) -> None:
         method = msg.method
-        if method == "initialize":
-            await self.deliver(self._initialize(msg))
-            return
         if modern.has_envelope(msg):
             await self._modern(msg)
             return
@@ -173,7 +192,8 @@ class WireSession:
         ended = session.attach(self._send)  # the gateway's notifications for this session go here
         self.session = session
         self.route.sessions.add(session)
-        self._start(lambda: self._watch_session(session, ended))
+        assert self._nursery is not None
+        self._nursery.start_soon(self._watch_session, session, ended)
         client = session.client_info.get("name") if isinstance(session.client_info, dict) else None
         log.info("%s session %s… initialized (%s, client %s)", self.wire, session.id[:8], version,
                  logsafe.clean(str(client), 100))
