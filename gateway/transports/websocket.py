@@ -1,29 +1,480 @@
-"""MCP over WebSocket at ``/ws`` and ``/<route>/ws`` (not yet built: answers 501)."""
+"""MCP over WebSocket at ``/ws`` and ``/<route>/ws``: subprotocol ``mcp``, one JSON-RPC message
+per text frame.
+
+MCP defines no WebSocket transport; this is the common convention (the SDKs' former WebSocket
+client spoke it). The upgrade arrives as an HTTP request on the h11 server, after the mount
+table's Origin/Host checks; :func:`check_upgrade` answers a request that is not a valid upgrade
+with a 4xx that says what is missing. wsproto writes the 101, the connection is taken over from
+h11 (:meth:`Responder.take_over`), and the WebSocket session runs inside the handler call: the
+HTTP connection ends (and its slot is released) when the socket closes.
+
+Each socket is a :class:`WireSession` (the connection is the MCP session, from ``initialize``
+on) served by four tasks: a reader (frames -> whole text messages, control frames), the wire
+(each message -> :meth:`WireSession.handle`), a writer (the wire's outbox -> one text frame per
+message) and a keepalive. Nothing is buffered without a bound: the reader hands the wire one
+message at a time and stops reading while too many answers wait for room in the outbox (a
+client that does not read is not read from either), and a message is dropped with 1009 as soon
+as it grows past ``max_message``, not after it arrived.
+
+Close codes (always with a reason):
+
+====  =================================================================================
+1000  never sent by us unprompted; the client's own close is echoed with its code
+1001  the gateway is shutting down (:meth:`WebSocketTransport.close_all`)
+1002  a WebSocket protocol error (wsproto's verdict)
+1003  a binary frame: MCP messages are JSON text
+1007  a text message that is not UTF-8
+1008  the gateway ended the session (evicted for a newer one, or expired): the client
+      must open a new session; a policy decision of the gateway, so not 1000 ("done")
+1009  a message larger than ``limits.max_message``
+1011  keepalive timeout (no answer to a Ping within ``ping_interval``; the precedent of the
+      ``websockets`` library), a client that reads nothing, or an error of ours
+====  =================================================================================
+
+At shutdown a socket stops taking new calls (they are answered -32004 at once) and closes with
+1001 when the calls it has in flight are answered: within the grace period, or with the
+gateway's -32004 "shutting down" answer when the grace runs out.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import base64
+import binascii
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
+import h11
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Request as UpgradeRequest,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from .. import logsafe
 from ..dispatch import Dispatcher
-from ..http.server import Handler, Request, Responder
-from ..session import SessionManager
+from ..http.server import Handler, Headers, Request, Responder
+from ..protocol import jsonrpc
+from ..protocol.errors import GATEWAY_SHUTTING_DOWN, ProtocolError
+from ..session import Session, SessionManager
+from .wire import WireSession
 
 if TYPE_CHECKING:
     from ..router import Route
 
+log = logging.getLogger("mcp_gateway.websocket")
+
+SUBPROTOCOL: Final = "mcp"
+GOING_AWAY: Final = 1001
+PROTOCOL_ERROR: Final = 1002
+UNSUPPORTED_DATA: Final = 1003
+ABNORMAL: Final = 1006  # never sent: recorded when the peer vanished without a Close frame
+INVALID_DATA: Final = 1007
+POLICY: Final = 1008
+TOO_BIG: Final = 1009
+INTERNAL_ERROR: Final = 1011
+
+_RECEIVE: Final = 65536  # bytes per read: also how far past max_message a message can get
+_CLOSE_TIMEOUT: Final = 2.0  # seconds the closing handshake may take before the TCP connection goes
+_WRITE_TIMEOUT: Final = 60.0  # a frame not written in this long (keepalive off): the client reads nothing
+_PLAIN: Final[Headers] = [(b"content-type", b"text/plain; charset=utf-8")]
+_OPEN_STATES: Final = (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketStatistics:
+    open: int  # sockets open now
+    accepted: int  # upgrades accepted since start
+    refused: int  # upgrade requests answered with a 4xx/5xx
+    closes: Mapping[int, int]  # close code -> sockets that ended with it (1006: the peer vanished)
+
+
+def _tokens(value: bytes | None, *, lower: bool = True) -> list[str]:
+    """The comma-separated tokens of a header value."""
+    if value is None:
+        return []
+    text = value.decode("latin-1")
+    return [t.strip().lower() if lower else t.strip() for t in text.split(",") if t.strip()]
+
+
+def check_upgrade(request: Request) -> tuple[int, Headers, str] | None:
+    """Why ``request`` is not a WebSocket upgrade we serve, as (status, headers, text); None if it is."""
+    if request.method != b"GET":
+        return 405, [(b"allow", b"GET, OPTIONS")], "Method not allowed: open the WebSocket with GET"
+    if "websocket" not in _tokens(request.header(b"upgrade")):
+        # RFC 9110 section 15.5.22: a 426 names the protocol to upgrade to.
+        return 426, [(b"upgrade", b"websocket")], (
+            f"Upgrade required: this endpoint serves MCP over WebSocket (subprotocol {SUBPROTOCOL}); "
+            "send Upgrade: websocket")
+    if request.http_version != b"1.1":
+        return 400, [], "Bad request: a WebSocket upgrade needs HTTP/1.1"
+    if "upgrade" not in _tokens(request.header(b"connection")):
+        return 400, [], "Bad request: a WebSocket upgrade needs Connection: upgrade"
+    version = request.header(b"sec-websocket-version")
+    if version is None:
+        return 400, [(b"sec-websocket-version", b"13")], "Bad request: Sec-WebSocket-Version 13 is missing"
+    if version.strip() != b"13":
+        # RFC 6455 section 4.2.2: say which version we speak.
+        return 426, [(b"sec-websocket-version", b"13")], "Upgrade required: only Sec-WebSocket-Version 13"
+    key = request.header(b"sec-websocket-key")
+    try:
+        valid_key = key is not None and len(base64.b64decode(key.strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid_key = False
+    if not valid_key:
+        return 400, [], "Bad request: Sec-WebSocket-Key must be 16 bytes in base64"
+    offered = _tokens(request.header(b"sec-websocket-protocol"), lower=False)
+    # A client that offers subprotocols must offer ours; one that offers none is served anyway:
+    # browser code written without it and CLI clients (websocat, wscat) often set none, and the
+    # path already says what is spoken here.
+    if offered and SUBPROTOCOL not in offered:
+        return 400, [], (f"Bad request: this endpoint speaks the WebSocket subprotocol {SUBPROTOCOL!r}, "
+                         f"not {logsafe.clean(', '.join(offered), 200)}")
+    return None
+
 
 class WebSocketTransport:
+    """Every WebSocket of the gateway (all routes); see the module docstring."""
+
     def __init__(self, dispatcher: Dispatcher, sessions: SessionManager, *, max_message: int,
                  ping_interval: float = 30.0) -> None:
         self.dispatcher = dispatcher
         self.sessions = sessions
         self.max_message = max_message
-        self.ping_interval = ping_interval
+        self.ping_interval = ping_interval  # 0: no keepalive
+        self.draining = False
+        self._open: set[_Socket] = set()
+        self._accepted = 0
+        self._refused = 0
+        self._closes: Counter[int] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def statistics(self) -> WebSocketStatistics:
+        return WebSocketStatistics(open=len(self._open), accepted=self._accepted, refused=self._refused,
+                                   closes=dict(self._closes))
 
     def endpoint(self, route: Route) -> Handler:
         async def handle(request: Request, responder: Responder) -> None:
-            await responder.send(501, [], b"")
+            await self._serve(route, request, responder)
         return handle
 
     def close_all(self) -> None:
-        """Draining: close every WebSocket (1001 going away)."""
+        """Draining: close every WebSocket with 1001 once what it has in flight is answered."""
+        self.draining = True
+        for socket in self._open:
+            socket.drain()
+
+    async def _refuse(self, responder: Responder, status: int, headers: Headers, text: str) -> None:
+        self._refused += 1
+        await responder.send(status, [*_PLAIN, *headers], (text + "\n").encode())
+
+    async def _serve(self, route: Route, request: Request, responder: Responder) -> None:
+        refusal = check_upgrade(request)
+        if refusal is not None:
+            await self._refuse(responder, *refusal)
+            return
+        if self.draining:
+            responder.close_after = True
+            await self._refuse(responder, 503, [], "Service unavailable: the gateway is shutting down")
+            return
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            # h11 parsed the request already; wsproto checks it again and keeps the key for the 101.
+            ws.initiate_upgrade_connection(list(request.headers.items()), request.target)
+            upgrade = next(e for e in ws.events() if isinstance(e, UpgradeRequest))
+        except (RemoteProtocolError, h11.ProtocolError, UnicodeError, StopIteration) as exc:
+            # (wsproto decodes the subprotocols as ASCII and the host as IDNA)
+            await self._refuse(responder, 400, [], f"Bad request: {str(exc) or 'not a WebSocket upgrade'}")
+            return
+        # No extensions: permessage-deflate would let a small frame inflate past max_message.
+        accept = ws.send(AcceptConnection(subprotocol=SUBPROTOCOL if upgrade.subprotocols else None))
+        # From here the socket is ours: the HTTP server neither reads it (no watcher) nor reuses it.
+        stream, already_read = responder.take_over()
+        socket = _Socket(self, route, request.peer, ws, stream)
+        self._open.add(socket)
+        self._accepted += 1
+        try:
+            await socket.run(accept, already_read)
+        finally:
+            self._open.discard(socket)
+            self._closes[socket.close_code or ABNORMAL] += 1
+
+
+class _Wire(WireSession):
+    """A :class:`WireSession` whose connection outlives the start of a drain.
+
+    ``SessionManager.close_streams`` (the first drain hook) ends every connection wire at once,
+    which would drop the calls still running without an answer; a socket instead closes itself
+    with 1001 once they are answered (see :meth:`_Socket.drain`).
+    """
+
+    async def _watch_session(self, session: Session, ended: trio.Event) -> None:
+        await ended.wait()
+        if session.closed:  # evicted or expired: the connection ends now (1008)
+            await super()._watch_session(session, ended)
+        # else: the gateway is draining; the transport's close_all closes the socket
+
+
+class _Socket:
+    """One WebSocket connection: its tasks, its close handshake."""
+
+    def __init__(self, transport: WebSocketTransport, route: Route, peer: str, ws: WSConnection,
+                 stream: trio.abc.Stream) -> None:
+        self.wire = _Wire(route, transport.dispatcher, transport.sessions, wire="websocket", peer=peer)
+        self.peer = peer
+        self._ws = ws
+        self._stream = stream
+        self._max_message = transport.max_message
+        self._ping_interval = transport.ping_interval
+        self._write_timeout = 2 * transport.ping_interval if transport.ping_interval > 0 else _WRITE_TIMEOUT
+        # Answers that may wait for room in the outbox before the reader stops reading: one per
+        # call the session may run, so that only a client that does not read is slowed.
+        self._max_waiting = transport.dispatcher.max_inflight
+        self._lock = trio.Lock()  # one frame at a time on the stream, in wsproto's order
+        self._messages_send, self._messages = trio.open_memory_channel[bytes](0)  # reader -> wire
+        self._room = trio.Event()  # the writer took a message from the outbox
+        self._closing = trio.Event()
+        self._close: tuple[int, str] | None = None  # what we close with (the first reason wins)
+        self._close_sent = False
+        self._broken = False  # a write failed or was cut short: the stream is unusable
+        self._gone = False  # the peer vanished without a Close frame
+        self._peer_closed = False  # the peer sent Close first (its code and reason are echoed)
+        self._reader_done = trio.Event()
+        self._draining = trio.Event()
+        self._last_seen = trio.current_time()
+        self._wire_scope = trio.CancelScope()
+        self.close_code: int | None = None
+
+    # -- decisions (synchronous; run() carries them out) ---------------------------------------------
+    def close(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+            self._closing.set()
+
+    def drain(self) -> None:
+        """The gateway is shutting down: take no new calls, close with 1001 when idle."""
+        self._draining.set()
+
+    def _quiet(self) -> bool:
+        session = self.wire.session
+        outbox = self.wire.outbox.statistics()
+        # (Requests of the stateless 2026-07-28 era have no session here: they are not waited for.)
+        return not (session is not None and session.inflight) and not outbox.current_buffer_used \
+            and not outbox.tasks_waiting_send
+
+    def _close_if_drained(self) -> None:
+        if self._draining.is_set() and self._quiet():
+            self.close(GOING_AWAY, "the gateway is shutting down")
+
+    # -- the connection --------------------------------------------------------------------------
+    async def run(self, accept: bytes, already_read: bytes) -> None:
+        """Answer the upgrade, serve until closed, then close (handshake bounded in time)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                if not await self._write(accept):
+                    return
+                if already_read:  # sent right after the upgrade request: frames h11 read past it
+                    self._ws.receive_data(already_read)
+                nursery.start_soon(self._read)
+                nursery.start_soon(self._serve_wire)
+                nursery.start_soon(self._write_outbox)
+                nursery.start_soon(self._drain_when_quiet)
+                if self._ping_interval > 0:
+                    nursery.start_soon(self._keepalive)
+                await self._closing.wait()
+                self._wire_scope.cancel()  # calls still running end with the connection
+                self._messages.close()  # the reader discards what comes before the peer's Close
+                await self._send_close()
+                if self._close_sent and not self._broken:
+                    with trio.move_on_after(_CLOSE_TIMEOUT):
+                        await self._reader_done.wait()
+                nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            # Cancelled from outside (the HTTP server's last shutdown step): going away; our bug: 1011.
+            failed = isinstance(exc, Exception) or (
+                isinstance(exc, BaseExceptionGroup) and exc.subgroup(Exception) is not None)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                self.close(INTERNAL_ERROR if failed else GOING_AWAY,
+                           "internal error" if failed else "the gateway is shutting down")
+                await self._send_close()
+            raise
+        finally:
+            code, reason = self._close or (ABNORMAL, "")
+            self.close_code = ABNORMAL if self._gone else code
+            if self._peer_closed:  # its reason is the client's text: escaped, capped, not above debug
+                log.debug("websocket from %s closed by the client: %d %s", self.peer or "?", code,
+                          logsafe.clean(reason, 123))
+            elif code != ABNORMAL:
+                log.info("websocket from %s closed: %d %s", self.peer or "?", code, reason)
+
+    async def _serve_wire(self) -> None:
+        with self._wire_scope:
+            await self.wire.run(self._receive)
+        if self.wire.closed.is_set():
+            self.close(POLICY, "session ended by the gateway (evicted or expired): open a new one")
+        else:
+            self.close(ABNORMAL, "")  # the reader ended (and said why first)
+
+    async def _receive(self) -> bytes | None:
+        """The next message for the wire; None when the socket is done."""
+        outbox = self.wire.outbox
+        while outbox.statistics().tasks_waiting_send >= self._max_waiting:
+            self._room = trio.Event()
+            await self._room.wait()  # backpressure: the client is not reading its answers
+        while True:
+            try:
+                data = await self._messages.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return None
+            if not self._draining.is_set():
+                return data
+            refusal = _refusal_while_draining(data)
+            if refusal is None:
+                return data  # a notification (notifications/cancelled still cancels) or a response
+            await self.wire.deliver(refusal)
+
+    async def _read(self) -> None:
+        """Frames in: whole text messages to the wire, Pings answered, the peer's Close noted."""
+        ws = self._ws
+        parts = bytearray()
+        try:
+            while True:
+                for event in ws.events():
+                    if isinstance(event, TextMessage):
+                        if self._close is not None:
+                            continue  # closing: what the client still sends is discarded
+                        piece = event.data.encode()
+                        if len(parts) + len(piece) > self._max_message:
+                            parts = bytearray()
+                            self.close(TOO_BIG, f"message too big: the limit is {self._max_message} bytes")
+                        elif not event.message_finished:
+                            parts += piece
+                        else:
+                            if parts:
+                                parts += piece
+                                piece, parts = bytes(parts), bytearray()
+                            try:
+                                await self._messages_send.send(piece)  # waits until the wire takes it
+                            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                                pass  # closing meanwhile
+                    elif isinstance(event, BytesMessage):
+                        self.close(UNSUPPORTED_DATA, "binary frames are not accepted: send JSON-RPC as text")
+                    elif isinstance(event, Ping):
+                        await self._send(event.response())
+                    elif isinstance(event, CloseConnection):
+                        if ws.state is ConnectionState.OPEN:
+                            # wsproto's verdict on a broken frame (1002, or 1007 for bad UTF-8): it
+                            # parses nothing after it, so the peer's Close is not waited for.
+                            self.close(int(event.code), event.reason or "protocol error")
+                        else:
+                            self._peer_closed = self._close is None
+                            self.close(int(event.code), event.reason or "")  # the peer's Close, echoed
+                        return
+                    # Pong: any traffic counts for the keepalive (below)
+                if ws.state is ConnectionState.CLOSED:
+                    return
+                try:
+                    data = await self._stream.receive_some(_RECEIVE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    self._gone = True
+                    self.close(ABNORMAL, "")
+                    return
+                self._last_seen = trio.current_time()
+                ws.receive_data(bytes(data))  # (a no-op for bytes, which sockets give)
+        finally:
+            self._messages_send.close()
+            self._reader_done.set()
+
+    async def _write_outbox(self) -> None:
+        """One text frame per message of the wire's outbox, in order."""
+        async for data in self.wire.outbox:
+            self._room.set()
+            # The outbox holds UTF-8 (upstream bytes that were not are repaired on the way in).
+            if not await self._send(TextMessage(data=data.decode("utf-8", "replace"))):
+                return
+            self._close_if_drained()
+
+    async def _drain_when_quiet(self) -> None:
+        await self._draining.wait()
+        # One scheduling round later: a request handed to the wire just before the drain began
+        # has then been admitted (it is in session.inflight), so it is waited for, not dropped.
+        await trio.lowlevel.checkpoint()
+        self._close_if_drained()
+
+    async def _keepalive(self) -> None:
+        """A Ping after ``ping_interval`` without traffic; no traffic for as long again: closed."""
+        interval = self._ping_interval
+        while True:
+            await trio.sleep_until(self._last_seen + interval)
+            if trio.current_time() < self._last_seen + interval:
+                continue  # traffic meanwhile
+            pinged = trio.current_time()
+            if not await self._send(Ping(payload=b"keepalive")):
+                return
+            await trio.sleep_until(pinged + interval)
+            if self._last_seen < pinged:
+                self.close(INTERNAL_ERROR, f"keepalive timeout: no answer to a ping within {interval:g}s")
+                return
+
+    # -- writing ---------------------------------------------------------------------------------
+    async def _send(self, event: Event) -> bool:
+        """Send one frame (False: the socket is closing or broken, nothing was sent)."""
+        async with self._lock:
+            if self._close_sent or self._broken or self._ws.state not in _OPEN_STATES:
+                return False
+            return await self._write(self._ws.send(event))
+
+    async def _send_close(self) -> None:
+        """Our Close frame (the reply, if the peer closed first), unless the stream is unusable."""
+        code, reason = self._close or (GOING_AWAY, "the gateway is shutting down")
+        if code == ABNORMAL:
+            return  # the peer is gone, or it closed already and was answered
+        with trio.move_on_after(_CLOSE_TIMEOUT):
+            async with self._lock:
+                if self._close_sent or self._broken or self._ws.state not in _OPEN_STATES:
+                    return
+                data = self._ws.send(CloseConnection(code=code, reason=reason))
+                self._close_sent = True
+                await self._write(data)
+
+    async def _write(self, data: bytes) -> bool:
+        self._broken = True  # until the whole frame is out: a frame cut short ends the stream
+        with trio.move_on_after(self._write_timeout):
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._gone = True
+                self.close(ABNORMAL, "")
+                return False
+            self._broken = False
+            return True
+        self.close(INTERNAL_ERROR, f"the client read nothing for {self._write_timeout:g}s")
+        return False
+
+
+def _refusal_while_draining(data: bytes) -> bytes | None:
+    """The -32004 answer to a request that arrives while the gateway shuts down (None: not a request)."""
+    text = "The gateway is shutting down: it takes no new calls"
+    if jsonrpc.is_batch(data):
+        return jsonrpc.encode_error(None, GATEWAY_SHUTTING_DOWN, text)
+    try:
+        msg = jsonrpc.decode_message(data)
+    except ProtocolError:
+        return None  # the wire answers what cannot be read
+    if not msg.is_request:
+        return None
+    return jsonrpc.encode_error(msg.id, GATEWAY_SHUTTING_DOWN, text)  # type: ignore[arg-type]
