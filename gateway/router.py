@@ -151,6 +151,13 @@ class Router:
         if target is None:
             raise ProtocolError(INVALID_PARAMS, f"Unknown {what}: {name!r}", jsonrpc.request_id(msg))
         server, upstream_name = target
+        if ctx.modern is not None and ctx.headers is not None and msg.method == "tools/call":
+            annotations = ctx.route.catalog.param_headers.get(name)
+            if annotations:  # only then are the arguments decoded (to compare them with the headers)
+                arguments = jsonrpc.decode_any(params.get("arguments"))
+                problem = modern.check_param_headers(annotations, arguments, ctx.headers)
+                if problem is not None:
+                    raise ProtocolError(jsonrpc.HEADER_MISMATCH, problem, jsonrpc.request_id(msg))
         params["name"] = Raw(jsonrpc.encoder.encode(upstream_name))
         return await self._forward(ctx, ctx.route.servers[server], msg.method, params)  # type: ignore[arg-type]
 

@@ -322,3 +322,23 @@ async def _read_until(stream: trio.SocketStream, marker: bytes) -> bytes:
             assert data, buf
             buf += data
     return buf
+
+
+async def test_modern_mcp_param_headers_are_checked_against_the_arguments() -> None:
+    from tests.helpers import HTTPClient
+    from tests.test_hostile_upstream import hostile
+
+    async with running_gateway(config({"w": hostile()})) as gw, HTTPClient.connect(gw.port) as http:
+        call = _modern("tools/call", name="w__weather", arguments={"region": "us-west1", "city": "Zürich"})
+        headers = _modern_headers("tools/call", "w__weather")
+        ok = await http.post("/mcp", call, headers={**headers, "mcp-param-region": "us-west1"})
+        assert ok.status == 200 and "sunny in Zürich (us-west1)" in ok.json()["result"]["content"][0]["text"]
+        for bad in ({}, {"mcp-param-region": "eu-north1"}):  # missing, or not what the body says
+            reply = await http.post("/mcp", call, headers={**headers, **bad})
+            assert reply.status == 400 and reply.json()["error"]["code"] == -32020, bad
+            assert "Mcp-Param-region" in reply.json()["error"]["message"]
+        # tools without annotations never decode their arguments, and ignore such headers
+        echo = _modern("tools/call", name="w__echo", arguments={"text": "hi"})
+        reply = await http.post("/mcp", echo, headers={**_modern_headers("tools/call", "w__echo"),
+                                                       "mcp-param-region": "anything"})
+        assert reply.status == 200

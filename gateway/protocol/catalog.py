@@ -83,6 +83,8 @@ class RouteCatalog:
     capabilities: dict[str, Any]
     renamed: dict[str, str]  # public name -> "server<sep>original" for names that did not fit
     collisions: list[str] = field(default_factory=list)  # names refused because an earlier server has them
+    # public tool name -> its x-mcp-header annotations (2026-07-28 Mcp-Param-* headers); only tools that have some
+    param_headers: dict[str, Any] = field(default_factory=dict)
 
     def server_for_uri(self, uri: str) -> str | None:
         server = self.resource_index.get(uri)
@@ -189,4 +191,24 @@ def aggregate(servers: list[tuple[str, ServerCatalog]], sep: str, version: int,
         version=version, tools=tools, tool_index=tool_index, prompts=prompts, prompt_index=prompt_index,
         resources=resources, resource_index=resource_index, resource_templates=templates,
         template_matchers=matchers, capabilities=caps, renamed=renamed, collisions=collisions,
+        param_headers=_param_headers(tools),
     )
+
+
+def _param_headers(tools: list[Entry]) -> dict[str, Any]:
+    """The tools whose schema annotates arguments as headers (a substring test before any decode)."""
+    from .modern import param_header_map
+
+    out: dict[str, Any] = {}
+    for entry in tools:
+        schema = entry.get("inputSchema")
+        if schema is None or b"x-mcp-header" not in bytes(memoryview(schema)):
+            continue
+        try:
+            annotations = param_header_map(msgspec.json.decode(schema))
+        except DECODE_FAILURES:
+            continue
+        name = entry_str(entry, "name")
+        if annotations and name is not None:
+            out[name] = annotations
+    return out

@@ -257,3 +257,83 @@ def discover_result(capabilities: Mapping[str, Any], server_info: Mapping[str, A
     if instructions:
         out["instructions"] = instructions
     return out
+
+
+# -- Mcp-Param-* headers ----------------------------------------------------------------------------
+
+ParamHeaders = dict[tuple[str, ...], tuple[bytes, Any]]  # argument path -> (lowercase header name, schema type)
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_TYPES: Final = frozenset({"string", "integer", "boolean"})
+
+
+def param_header_map(input_schema: Any) -> ParamHeaders:
+    """The ``x-mcp-header`` annotations of a tool's input schema, by argument path.
+
+    Only properties reached through a chain of ``properties`` count, each on a string, integer or
+    boolean property with a header-token name unique in the schema; a schema with any invalid
+    annotation maps nothing (conforming clients drop such a tool and send no headers for it).
+    """
+    out: ParamHeaders = {}
+    seen: set[str] = set()
+    stack: list[tuple[tuple[str, ...], Any]] = [((), input_schema)]
+    while stack:
+        path, node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        token = node.get("x-mcp-header")
+        if token is not None:
+            if (not path or not isinstance(token, str) or not _TOKEN.fullmatch(token)
+                    or node.get("type") not in _HEADER_TYPES or token.lower() in seen):
+                return {}
+            seen.add(token.lower())
+            out[path] = (b"mcp-param-" + token.lower().encode(), node.get("type"))
+        props = node.get("properties")
+        if isinstance(props, dict):
+            stack.extend(((*path, str(name)), sub) for name, sub in props.items())
+    return out
+
+
+def _render(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | str):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+def check_param_headers(annotations: ParamHeaders, arguments: Any,
+                        headers: Mapping[bytes, bytes]) -> str | None:
+    """Why the ``Mcp-Param-*`` headers of a ``tools/call`` disagree with its arguments (None: they agree).
+
+    Each annotated argument and its header are present together and equal after decoding, or
+    absent together (null counts as absent); an integer compares by value (``42`` and ``42.0``).
+    """
+    for path, (header, kind) in annotations.items():
+        value: Any = arguments
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        raw = headers.get(header)
+        name = "Mcp-Param-" + header[10:].decode("latin-1")
+        where = ".".join(path)
+        if value is None:
+            if raw is not None:
+                return f"{name} header is present but the {where!r} argument is absent"
+            continue
+        rendered = _render(value)
+        if raw is None:
+            return None if rendered is None else f"{name} header is missing but the {where!r} argument is present"
+        text = decode_header_value(raw)
+        if text is None:
+            return f"{name} header carries a malformed base64 value"
+        if text == rendered:
+            continue
+        if kind == "integer" and not isinstance(value, bool) and isinstance(value, int | float):
+            try:
+                if int(text) == value:
+                    continue
+            except ValueError:
+                pass
+        return f"{name} header does not match the {where!r} argument"
+    return None

@@ -5,6 +5,8 @@ Stdlib only and written by hand (the SDK would refuse to send most of this), so 
 It answers ``initialize``, ``tools/list`` and ``ping`` correctly; each tool then misbehaves:
 
 - ``echo(text)``: a correct answer, to show the connection still works after an attack.
+- ``weather(region, city)``: a correct answer; its schema mirrors ``region`` as the 2026-07-28
+  ``Mcp-Param-Region`` header (``x-mcp-header``), which the gateway must check.
 - ``deep(depth)``: an answer whose result is ``depth`` nested arrays (msgspec's RecursionError).
 - ``deep_id_last``: the same with ``id`` after the result, as the TypeScript SDK orders members.
 - ``surrogate``: a result text with a lone surrogate escape (what ``json.dumps`` writes for bad bytes).
@@ -29,8 +31,12 @@ import sys
 import time
 
 OUT = sys.stdout.buffer
-TOOLS = ["echo", "deep", "deep_id_last", "surrogate", "invalid_utf8", "raw_nul", "truncated", "junk",
+TOOLS = ["echo", "weather", "deep", "deep_id_last", "surrogate", "invalid_utf8", "raw_nul", "truncated", "junk",
          "flood_logs", "hang", "freeze"]
+
+
+SCHEMAS = {"weather": {"type": "object", "properties": {
+    "region": {"type": "string", "x-mcp-header": "Region"}, "city": {"type": "string"}}, "required": ["city"]}}
 
 
 def send(obj: object) -> None:
@@ -51,6 +57,9 @@ def call(request_id: object, name: str, args: dict[str, object]) -> None:
     rid = json.dumps(request_id).encode()
     if name == "echo":
         send({"jsonrpc": "2.0", "id": request_id, "result": text_result(str(args.get("text", "")))})
+    elif name == "weather":
+        send({"jsonrpc": "2.0", "id": request_id, "result": text_result(f"sunny in {args.get('city')} "
+                                                                         f"({args.get('region')})")})
     elif name == "deep":
         depth = int(args.get("depth", 200_000))  # type: ignore[call-overload]
         raw(b'{"jsonrpc":"2.0","id":' + rid + b',"result":' + b"[" * depth + b"]" * depth + b"}")
@@ -108,7 +117,7 @@ def main() -> None:
                 "serverInfo": {"name": "hostile", "version": "1"}}})
         elif method == "tools/list":
             send({"jsonrpc": "2.0", "id": request_id, "result": {"tools": [
-                {"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]}})
+                {"name": n, "inputSchema": SCHEMAS.get(n, {"type": "object"})} for n in TOOLS]}})
         elif method == "ping":
             send({"jsonrpc": "2.0", "id": request_id, "result": {}})
         elif method == "tools/call":
