@@ -251,6 +251,7 @@ class _Socket:
         self._broken = False  # a write failed or was cut short: the stream is unusable
         self._gone = False  # the peer vanished without a Close frame
         self._peer_closed = False  # the peer sent Close first (its code and reason are echoed)
+        self._peer_close_seen = False  # the peer's Close frame arrived (first, or in answer to ours)
         self._reader_done = trio.Event()
         self._draining = trio.Event()
         self._last_seen = trio.current_time()
@@ -300,6 +301,8 @@ class _Socket:
                 if self._close_sent and not self._broken:
                     with trio.move_on_after(_CLOSE_TIMEOUT):
                         await self._reader_done.wait()
+                        if not self._peer_close_seen:
+                            await self._linger()
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
             # Cancelled from outside (the HTTP server's last shutdown step): going away; our bug: 1011.
@@ -379,6 +382,7 @@ class _Socket:
                             # parses nothing after it, so the peer's Close is not waited for.
                             self.close(int(event.code), event.reason or "protocol error")
                         else:
+                            self._peer_close_seen = True
                             self._peer_closed = self._close is None
                             self.close(int(event.code), event.reason or "")  # the peer's Close, echoed
                         return
@@ -429,6 +433,18 @@ class _Socket:
             if self._last_seen < pinged:
                 self.close(INTERNAL_ERROR, f"keepalive timeout: no answer to a ping within {interval:g}s")
                 return
+
+    async def _linger(self) -> None:
+        """Half-close, then discard what the peer still sends until it closes too (the reader has
+        stopped: wsproto parses nothing after a broken frame). Closing with unread bytes, or before
+        the peer's answer arrives, would reset the connection, and the peer could lose our Close."""
+        try:
+            if isinstance(self._stream, trio.abc.HalfCloseableStream):
+                await self._stream.send_eof()
+            while await self._stream.receive_some(_RECEIVE):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
     # -- writing ---------------------------------------------------------------------------------
     async def _send(self, event: Event) -> bool:
