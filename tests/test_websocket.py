@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnec
 
 from gateway.config import GatewayConfig
 from gateway.protocol import jsonrpc
+from gateway.transports.wire import WireSession
 from tests.helpers import HTTPClient, Running, config, running_gateway, sdk_server, time_server
 
 SERVERS = {"time": time_server(), "sdk": sdk_server()}
@@ -40,6 +42,12 @@ async def gateway(cfg: GatewayConfig, timeout: float = 30) -> AsyncIterator[Runn
 async def gw() -> AsyncIterator[Running]:
     async with gateway(config(SERVERS, routes=ROUTES)) as running:
         yield running
+
+
+def assert_no_error_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing at ERROR and no traceback: a client must not be able to write those into our log."""
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, [f"{r.levelname} {r.name}: {r.getMessage()}" for r in bad]
 
 
 def init_msg(request_id: int = 0) -> dict[str, Any]:
@@ -392,7 +400,7 @@ async def test_frames_sent_with_the_upgrade_request_and_fragments_with_a_ping_be
 
 # -- close codes --------------------------------------------------------------------------------------
 
-async def test_a_binary_frame_closes_1003(gw: Running) -> None:
+async def test_a_binary_frame_closes_1003(gw: Running, caplog: pytest.LogCaptureFixture) -> None:
     async with mcp_socket(gw.port) as peer:
         await peer.initialize()
         await peer.ws.send_message(b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}')
@@ -401,17 +409,19 @@ async def test_a_binary_frame_closes_1003(gw: Running) -> None:
     with trio.fail_after(3):
         while len(gw.gateway.sessions):
             await trio.sleep(0.02)
+    assert_no_error_logs(caplog)
 
 
-async def test_invalid_utf8_closes_1007(gw: Running) -> None:
+async def test_invalid_utf8_closes_1007(gw: Running, caplog: pytest.LogCaptureFixture) -> None:
     async with RawSocket.connect(gw.port) as raw:
         await raw.send(frame(TEXT, b'{"jsonrpc": "2.0", "id": 1, "method": "\xff\xfe"}'))
         code, reason = await raw.closed_with()
     assert code == 1007 and reason
+    assert_no_error_logs(caplog)
 
 
 @pytest.mark.parametrize("bad", ["unmasked", "continuation first", "oversized ping"])
-async def test_protocol_errors_close_1002(gw: Running, bad: str) -> None:
+async def test_protocol_errors_close_1002(gw: Running, bad: str, caplog: pytest.LogCaptureFixture) -> None:
     data = {"unmasked": frame(TEXT, b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}', mask=False),
             "continuation first": frame(CONTINUATION, b"{}"),
             "oversized ping": frame(PING, b"x" * 200)}[bad]
@@ -419,9 +429,11 @@ async def test_protocol_errors_close_1002(gw: Running, bad: str) -> None:
         await raw.send(data)
         code, reason = await raw.closed_with()
     assert code == 1002 and reason
+    assert_no_error_logs(caplog)
 
 
-async def test_a_message_over_max_message_closes_1009_without_waiting_for_the_rest() -> None:
+async def test_a_message_over_max_message_closes_1009_without_waiting_for_the_rest(
+        caplog: pytest.LogCaptureFixture) -> None:
     limit = 64 * 1024
     async with gateway(config(SERVERS, limits={"max_message": limit})) as gw:
         async with mcp_socket(gw.port) as peer:
@@ -438,6 +450,7 @@ async def test_a_message_over_max_message_closes_1009_without_waiting_for_the_re
                 code, reason = await raw.closed_with()
         assert code == 1009
         assert gw.gateway.websocket.statistics().closes == {1009: 2}
+    assert_no_error_logs(caplog)
 
 
 async def test_the_session_ended_by_the_gateway_closes_1008(gw: Running) -> None:
@@ -447,6 +460,26 @@ async def test_the_session_ended_by_the_gateway_closes_1008(gw: Running) -> None
         gw.gateway.sessions.end(session)  # what eviction and expiry do
         code, reason = await closed_with(peer)
     assert code == 1008 and reason is not None and "session ended by the gateway" in reason
+
+
+async def test_an_error_of_ours_closes_1011_and_the_gateway_serves_on(
+        gw: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    handle = WireSession.handle
+
+    async def failing(self: WireSession, data: bytes | bytearray) -> None:
+        if b"boom" in data:
+            raise RuntimeError("a bug reached by one message")
+        await handle(self, data)
+
+    monkeypatch.setattr(WireSession, "handle", failing)
+    async with mcp_socket(gw.port) as peer:
+        await peer.initialize()
+        await peer.send(call_msg(1, "sdk__echo", text="boom"))
+        code, reason = await closed_with(peer)
+    assert code == 1011 and reason == "internal error"
+    async with mcp_socket(gw.port) as peer:
+        assert (await peer.initialize())["result"]["protocolVersion"] == "2025-11-25"
+        assert (await peer.call(2, "sdk__echo", text="fine"))["result"]["content"][0]["text"] == "fine"
 
 
 async def test_a_client_close_is_echoed_and_ends_the_session(gw: Running) -> None:
