@@ -28,7 +28,8 @@ Close codes (always with a reason):
       must open a new session; a policy decision of the gateway, so not 1000 ("done")
 1009  a message larger than ``limits.max_message``
 1011  keepalive timeout (no answer to a Ping within ``ping_interval``; the precedent of the
-      ``websockets`` library), a client that reads nothing, or an error of ours
+      ``websockets`` library) or an error of ours; also recorded (no frame can get through)
+      for a client that read nothing for 2 x ``ping_interval``
 ====  =================================================================================
 
 At shutdown a socket stops taking new calls (they are answered -32004 at once) and closes with
