@@ -18,6 +18,7 @@ from .http.server import HTTPServer, Limits, Request, Responder
 from .protocol import jsonrpc
 from .protocol.jsonrpc import Message
 from .protocol.progress import ProgressTable
+from .relay import OFFERED, Relay
 from .router import Route, Router
 from .session import SHUTDOWN, Session, SessionManager
 from .transports.modern import ModernFront
@@ -26,6 +27,7 @@ from .transports.streamable_http import StreamableHTTP
 from .transports.websocket import WebSocketTransport
 from .upstream.backend import Backend
 from .upstream.channel import Launcher
+from .upstream.connection import ChannelConnector
 from .upstream.lifecycle import CallBackend, SessionBackend
 from .upstream.liveness import LivenessPolicy
 from .upstream.process import ProcessLauncher
@@ -34,14 +36,6 @@ from .upstream.supervisor import ServerSupervisor
 log = logging.getLogger("mcp_gateway")
 
 DEFAULT_PAGE_SIZE = 1000
-# An upstream's log levels in the gateway's log. Capped at WARNING: a server's own error is not the
-# gateway's, and a hostile one must not be able to raise the gateway's alerts. The level it said is
-# kept in the message.
-_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING,
-               "error": logging.WARNING, "critical": logging.WARNING, "alert": logging.WARNING,
-               "emergency": logging.WARNING}
-
-
 class GatewayError(Exception):
     """The gateway cannot start as configured (the message says how to fix it)."""
 
@@ -72,7 +66,8 @@ class Gateway:
 
             self.sandbox = SandboxRuntime(self.host, self.port)
         self.progress = ProgressTable()
-        self.router = Router(self.progress)
+        self.relay = Relay()
+        self.router = Router(self.progress, routes=lambda: self.routes.values())
         self.sessions = SessionManager(max_sessions=config.limits.max_sessions,
                                        max_per_peer=config.limits.max_sessions_per_peer,
                                        idle_timeout=config.timeouts.session_idle, on_close=self._session_closed)
@@ -117,17 +112,17 @@ class Gateway:
         max_message = self.config.limits.max_message
         ping_interval, ping_timeout = self.config.ping_for(name)
         liveness = LivenessPolicy(ping_interval, ping_timeout, server.ping_after_timeouts)
+        connector = ChannelConnector(launcher, max_message=max_message)
+        offered = {k: v for k, v in OFFERED.items() if k in server.client_capabilities}
+        common: dict[str, Any] = dict(
+            on_change=self._catalog_changed, on_notification=self._upstream_notification,
+            on_request=self.relay.request if offered else None, liveness=liveness, capabilities=offered)
         if server.lifecycle == "shared":
-            return ServerSupervisor(
-                name, launcher, start_timeout=start, call_timeout=call, backoff=server.restart_backoff,
-                backoff_max=server.restart_backoff_max, max_message=max_message,
-                on_change=self._catalog_changed, on_notification=self._upstream_notification,
-                liveness=liveness)
+            return ServerSupervisor(name, connector, start_timeout=start, call_timeout=call,
+                                    backoff=server.restart_backoff, backoff_max=server.restart_backoff_max, **common)
         cls = SessionBackend if server.lifecycle == "session" else CallBackend
-        return cls(name, launcher, pool=server.pool, idle_timeout=server.idle_timeout, start_timeout=start,
-                   call_timeout=call, max_message=max_message, max_instances=server.max_instances,
-                   on_change=self._catalog_changed, on_notification=self._upstream_notification,
-                   liveness=liveness)
+        return cls(name, connector, pool=server.pool, idle_timeout=server.idle_timeout, start_timeout=start,
+                   call_timeout=call, max_instances=server.max_instances, **common)
 
     def _launcher(self, name: str, server: ServerConfig) -> Launcher:
         if self._launcher_factory is not None:
@@ -208,7 +203,7 @@ class Gateway:
                     if listener.wants(method):
                         listener.notify(method)
 
-    def _upstream_notification(self, server: str, msg: Message) -> None:
+    def _upstream_notification(self, server: str, msg: Message, origins: list[Any]) -> None:
         method = msg.method
         if method == "notifications/progress":
             if not self.progress.deliver(server, jsonrpc.decode_params(msg)):
@@ -230,17 +225,7 @@ class Gateway:
                         if uri in listener.subscriptions:
                             listener.notify("notifications/resources/updated", {"uri": uri})
         elif method == "notifications/message":
-            params = jsonrpc.decode_params(msg)
-            level = jsonrpc.decode_any(params.get("level"))
-            raw_data = params.get("data")
-            size = 0 if raw_data is None else len(memoryview(raw_data))
-            # The server's words: escaped, capped and rate-limited by its PeerLog (never whole:
-            # a message may be 16 MB; never raw: a newline would forge a log line).
-            text = jsonrpc.decode_any(raw_data) if 0 < size <= 65536 else None
-            payload = text if isinstance(text, str) else (
-                b"" if raw_data is None else bytes(memoryview(raw_data)[:8192]))
-            name = level if isinstance(level, str) and level in _LOG_LEVELS else "info"
-            logsafe.peer_log(server).log(_LOG_LEVELS[name], payload, what=f"log ({name}): ")
+            self.relay.notification(server, msg, origins)
         else:
             log.debug("%s: notification %s not forwarded", server, method)
 

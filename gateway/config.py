@@ -263,6 +263,10 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     # Container system calls: "strict" is Docker's default profile minus what a server never needs
     # and an escape would (ptrace, memfd_create, userfaultfd, keyctl, bpf, ...); see sandbox/seccomp.py.
     seccomp: Literal["strict", "docker-default"] = "strict"
+    # What the gateway offers the server as its client, relaying each request to the client of the
+    # call it belongs to (when that client offered it too); [] offers nothing.
+    client_capabilities: list[Literal["sampling", "elicitation", "roots"]] = msgspec.field(
+        default_factory=lambda: ["sampling", "elicitation", "roots"])
     # How clients see this server's tool and prompt names: None follows the route (true: the
     # server's name), false serves them unchanged, a string prefixes that instead of the name.
     prefix: bool | str | None = None

@@ -59,6 +59,10 @@ class BackChannel(Protocol):
         """The request will report progress: a wire that answers with a stream starts it now
         (long calls then get keep-alives at once). Nothing to do for a wire that always streams."""
 
+    async def request(self, method: str, params: Raw | msgspec.UnsetType, *, timeout: float) -> Raw:
+        """Send the client a request on this request's stream and wait for its answer (relayed for an
+        upstream: sampling, elicitation, roots); raises CallError."""
+
 
 @dataclass(slots=True)
 class CallContext:
@@ -174,6 +178,11 @@ class Dispatcher:
             return 200, encode_failure(request_id, failure)
         failure.code = modern_error_code(failure.code)
         return http_status(failure.code), encode_failure(request_id, failure)
+
+    def response(self, ctx: CallContext, msg: Message) -> bool:
+        """A client's answer to a request the gateway relayed to it; False if nothing waited for it."""
+        session = ctx.session
+        return session is not None and session.client_requests().resolve(msg)
 
     def notification(self, ctx: CallContext, msg: Message) -> None:
         """A client notification: ``notifications/cancelled`` cancels exactly one request."""

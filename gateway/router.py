@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,9 +19,11 @@ from msgspec import Raw
 
 from .protocol import jsonrpc, modern
 from .protocol.catalog import RouteCatalog, aggregate, entry_str
+from .protocol.errors import CallError
 from .protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, Message, ProtocolError
 from .protocol.paging import page
 from .protocol.progress import ProgressTable
+from .relay import LEVELS, most_verbose
 from .session import Listener, Session
 
 if TYPE_CHECKING:
@@ -103,8 +106,10 @@ class Route:
 class Router:
     """Dispatches one session's requests. Stateless apart from the tables it is given."""
 
-    def __init__(self, progress: ProgressTable) -> None:
+    def __init__(self, progress: ProgressTable, routes: Callable[[], Iterable[Route]] = tuple) -> None:
         self.progress = progress
+        self.routes = routes  # every route (to find every client of a server)
+        self._levels: dict[str, str] = {}  # server -> the log level last set on it
 
     async def handle(self, ctx: CallContext, msg: Message) -> Raw:
         """The result of request ``msg``; raises ProtocolError or CallError for errors."""
@@ -125,10 +130,33 @@ class Router:
         if method == "completion/complete":
             return await self._complete(ctx, msg)
         if method == "logging/setLevel":
-            # Upstreams are shared between sessions: one client's level must not change
-            # what others receive, so the level is accepted and upstream logs stay in our log.
+            await self._set_level(ctx, msg)
             return jsonrpc.RAW_EMPTY_OBJECT
         raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}", jsonrpc.request_id(msg))
+
+    async def _set_level(self, ctx: CallContext, msg: Message) -> None:
+        """Keep the level per session (the relay filters what each client gets) and set each of the
+        route's servers to the most verbose level any of its clients asked for."""
+        level = _opt_str(jsonrpc.decode_params(msg), "level", msg)
+        if level not in LEVELS:
+            raise ProtocolError(INVALID_PARAMS, f"Invalid params: level must be one of {', '.join(LEVELS)}",
+                                jsonrpc.request_id(msg))
+        if ctx.session is None:
+            return
+        ctx.session.log_level = level
+        for name, backend in ctx.route.servers.items():
+            if backend.catalog is None or "logging" not in backend.catalog.capabilities:
+                continue
+            target = most_verbose(s.log_level for route in self.routes() if name in route.servers
+                                  for s in route.sessions)
+            if target is None or self._levels.get(name) == target:
+                continue
+            self._levels[name] = target
+            try:
+                await backend.call("logging/setLevel", {"level": Raw(jsonrpc.encoder.encode(target))},
+                                   session=ctx.session)
+            except CallError as exc:
+                log.info("%s: logging/setLevel %s failed: %s", name, target, exc.message)
 
     def _list(self, route: Route, method: str, msg: Message) -> Raw:
         attr, key = _LISTS[method]
@@ -268,7 +296,7 @@ class Router:
             else:
                 del params["_meta"]
         try:
-            return await backend.call(method, params, session=ctx.session)
+            return await backend.call(method, params, session=ctx.session, origin=ctx)
         finally:
             if token is not None:
                 self.progress.release(token)

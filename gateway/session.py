@@ -171,7 +171,8 @@ class Session:
 
     __slots__ = ("id", "route", "version", "client_info", "client_capabilities", "last_used",
                  "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped", "streams",
-                 "_lru", "peer", "_peer_lru", "_sse", "_next_stream", "get_owner", "_ended")
+                 "_lru", "peer", "_peer_lru", "_sse", "_next_stream", "get_owner", "_ended", "log_level",
+                 "_client_requests")
 
     def __init__(self, session_id: str, route: Any, version: str, client_info: Any,
                  client_capabilities: Any, lru: OrderedDict[str, Session] | None = None, *,
@@ -196,6 +197,8 @@ class Session:
         self._next_stream = 1
         self.get_owner: trio.CancelScope | None = None  # the GET writing stream 0 (a newer one takes over)
         self._ended: trio.Event | None = None  # set by close(), for a wire that owns a connection
+        self.log_level: str | None = None  # what logging/setLevel asked for (None: everything)
+        self._client_requests: Any = None  # relay.ClientRequests, made on the first relayed request
 
     @property
     def busy(self) -> bool:
@@ -213,6 +216,14 @@ class Session:
         if self._outbox_recv is None:
             self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](_OUTBOX_SIZE)
         return self._outbox_recv
+
+    def client_requests(self) -> Any:
+        """The requests relayed to this client and waiting for its answers (relay.ClientRequests)."""
+        if self._client_requests is None:
+            from .relay import ClientRequests
+
+            self._client_requests = ClientRequests()
+        return self._client_requests
 
     def attach(self, send: trio.MemorySendChannel[bytes]) -> trio.Event:
         """Send this session's server-to-client messages to a connection's channel (WebSocket,
@@ -269,6 +280,8 @@ class Session:
         self.closed = True
         self.cancel_all(SESSION_ENDED)
         self.inflight.clear()
+        if self._client_requests is not None:
+            self._client_requests.fail_all()
         for stream in (self._sse or {}).values():
             stream.finish()
         if self._ended is not None:

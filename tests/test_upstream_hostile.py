@@ -18,6 +18,7 @@ from msgspec import Raw
 from gateway.protocol import jsonrpc
 from gateway.upstream.connection import CallError, UpstreamConnection, UpstreamGone
 from gateway.upstream.liveness import LivenessPolicy, watch
+from gateway.upstream.peer import PeerHandlers
 from tests.test_upstream_connection import MemoryChannel, _read_messages
 
 POISON = [
@@ -55,7 +56,7 @@ async def test_junk_never_escapes_the_reader_and_the_call_ends_at_once(junk: lis
     ch = MemoryChannel()
     _pending.clear()
     notes: list[jsonrpc.Message] = []
-    conn = UpstreamConnection("junk", ch, on_notification=notes.append)
+    conn = UpstreamConnection("junk", ch, handlers=PeerHandlers(notification=lambda m, _: notes.append(m)))
     outcome: list[object] = []
     with trio.fail_after(10):  # never a hang: every case ends well before the call's own timeout
         async with trio.open_nursery() as nursery:
@@ -111,7 +112,7 @@ async def test_a_bug_while_handling_output_ends_that_connection_only() -> None:
     def broken(msg: jsonrpc.Message) -> None:
         raise RuntimeError("boom")
 
-    conn = UpstreamConnection("buggy", ch, on_notification=broken)
+    conn = UpstreamConnection("buggy", ch, handlers=PeerHandlers(notification=lambda m, _: broken(m)))
     # A notification handler that raises is contained per message ...
     async with trio.open_nursery() as nursery:
         await nursery.start(conn.run)

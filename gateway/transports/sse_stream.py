@@ -15,7 +15,10 @@ import h11
 import trio
 
 from ..http.server import Headers, Responder
-from ..session import SSEStream
+from msgspec import Raw, UnsetType
+
+from ..protocol.errors import UpstreamGone
+from ..session import Session, SSEStream
 
 JSON_HEADERS: Final[Headers] = [(b"content-type", b"application/json")]
 SSE_HEADERS: Final[Headers] = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
@@ -48,10 +51,13 @@ class PostStream:
     A stateless one (2026-07-28) has no ids, and a disconnection cancels the call.
     """
 
-    __slots__ = ("_make_stream", "_responder", "_resumable", "stream", "closed", "_pump_done", "dropped")
+    __slots__ = ("_make_stream", "_responder", "_resumable", "stream", "closed", "_pump_done", "dropped",
+                 "_session")
 
-    def __init__(self, responder: Responder, make_stream: Callable[[], SSEStream], *, resumable: bool) -> None:
+    def __init__(self, responder: Responder, make_stream: Callable[[], SSEStream], *, resumable: bool,
+                 session: Session | None = None) -> None:
         self._responder = responder
+        self._session = session  # who answers the requests relayed on this stream (none: stateless)
         self._make_stream = make_stream  # () -> SSEStream
         self._resumable = resumable
         self.stream: SSEStream | None = None
@@ -74,6 +80,15 @@ class PostStream:
 
     def open(self) -> None:
         self.start()
+
+    async def request(self, method: str, params: Raw | UnsetType, *, timeout: float) -> Raw:
+        """A request to the client on this stream (which becomes SSE); its answer arrives on a POST."""
+        if self._session is None or self.closed:
+            raise UpstreamGone("the client's stream for this call is closed")
+        requests = self._session.client_requests()
+        request_id, data = requests.open(method, params)
+        self.send(data)
+        return await requests.wait(request_id, method, timeout)  # type: ignore[no-any-return]
 
     def start(self) -> None:
         """Answer with SSE from now on (also when the client accepts only SSE)."""

@@ -96,8 +96,11 @@ class StreamableHTTP:
         ctx = CallContext(route, session, headers=request.headers, version=session.version, peer=request.peer)
         if msg.is_request:
             await self._request(ctx, msg, responder, post.accepts_json, post.accepts_sse)
+        elif msg.is_response:
+            self.dispatcher.response(ctx, msg)  # an answer to a request relayed from an upstream
+            await responder.send(202, [], b"")
         else:
-            self.dispatcher.notification(ctx, msg)  # responses to our requests: issue of the relay
+            self.dispatcher.notification(ctx, msg)
             await responder.send(202, [], b"")
 
     def _session(self, request: Request) -> Session | Rejection:
@@ -142,7 +145,8 @@ class StreamableHTTP:
             return
         session = ctx.session
         assert session is not None
-        stream = PostStream(responder, lambda: session.sse_stream(None), resumable=True) if accepts_sse else None
+        stream = PostStream(responder, lambda: session.sse_stream(None), resumable=True,
+                            session=session) if accepts_sse else None
         ctx.back = stream
         try:
             if stream is not None and not accepts_json:

@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 import trio
-from msgspec import UNSET, Raw
+from msgspec import UNSET, Raw, UnsetType
 
 from .. import logsafe
 from ..dispatch import CallContext, Dispatcher
 from ..protocol import jsonrpc, mcp, modern
-from ..protocol.errors import INVALID_REQUEST, METHOD_NOT_FOUND, ProtocolError
+from ..protocol.errors import INVALID_REQUEST, METHOD_NOT_FOUND, ProtocolError, UpstreamGone
 from ..protocol.jsonrpc import Message
 from ..session import Session, SessionLimit, SessionManager
 
@@ -50,6 +50,15 @@ class _Back:
 
     def open(self) -> None:
         pass  # the connection always streams
+
+    async def request(self, method: str, params: Raw | UnsetType, *, timeout: float) -> Raw:
+        session = self._wire.session
+        if session is None:
+            raise UpstreamGone("the client's session has ended")
+        requests = session.client_requests()
+        request_id, data = requests.open(method, params)
+        await self._wire.deliver(data)
+        return await requests.wait(request_id, method, timeout)  # type: ignore[no-any-return]
 
 
 class WireSession:
@@ -122,7 +131,8 @@ class WireSession:
         elif msg.is_notification:
             if self.session is not None:
                 self.dispatcher.notification(self._context(), msg)
-        # responses (to requests the gateway relays from upstreams): nothing asks yet
+        elif self.session is not None:
+            self.dispatcher.response(self._context(), msg)  # an answer to a request relayed from an upstream
 
     def push(self, data: bytes) -> None:
         """Queue a notification; never blocks (dropped and counted when the client lags)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import trio
@@ -11,9 +11,9 @@ from msgspec import Raw
 
 from ..protocol.catalog import ServerCatalog
 from ..protocol.jsonrpc import Message
-from .channel import Launcher
 from .instance import Instance, fetch_catalog
 from .liveness import LivenessPolicy
+from .peer import Connector, PeerHandlers, ServerRequest
 
 log = logging.getLogger("mcp_gateway.upstream")
 
@@ -30,7 +30,7 @@ class Backend(Protocol):
     async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
 
     async def call(self, method: str, params: Any = ..., *, session: Any = None,
-                   timeout: float | None = None) -> Raw: ...
+                   timeout: float | None = None, origin: Any = None) -> Raw: ...
 
     def session_ended(self, session: Any) -> None: ...
 
@@ -38,18 +38,20 @@ class Backend(Protocol):
 class BackendBase:
     """What every lifecycle shares: identity, timeouts, reported state, and making instances."""
 
-    def __init__(self, name: str, launcher: Launcher, *, start_timeout: float, call_timeout: float,
-                 max_message: int, on_change: Callable[[str], None] | None = None,
-                 on_notification: Callable[[str, Message], None] | None = None,
-                 liveness: LivenessPolicy | None = None) -> None:
+    def __init__(self, name: str, connector: Connector, *, start_timeout: float, call_timeout: float,
+                 on_change: Callable[[str], None] | None = None,
+                 on_notification: Callable[[str, Message, list[Any]], None] | None = None,
+                 on_request: Callable[[str, ServerRequest], Awaitable[Raw]] | None = None,
+                 liveness: LivenessPolicy | None = None, capabilities: dict[str, Any] | None = None) -> None:
         self.name = name
         self.liveness = liveness if liveness is not None else LivenessPolicy()
-        self.launcher = launcher
+        self.connector = connector
         self.start_timeout = start_timeout
         self.call_timeout = call_timeout
-        self._max_message = max_message
+        self.capabilities = capabilities or {}  # the client capabilities offered to the server
         self._on_change = on_change
         self._on_notification = on_notification
+        self._on_request = on_request
         self.catalog: ServerCatalog | None = None
         self.state = "starting"
         self.last_error: str | None = None
@@ -59,8 +61,14 @@ class BackendBase:
     def new_instance(self, *, with_catalog: bool) -> Instance:
         """An instance that, once started, has also fetched the lists if ``with_catalog``."""
         fetch = (lambda conn, cat: fetch_catalog(conn, cat, self.start_timeout)) if with_catalog else None
-        return Instance(self.name, self.launcher, start_timeout=self.start_timeout, max_message=self._max_message,
-                        on_notification=self._notification, fetch=fetch, liveness=self.liveness)
+        handlers = PeerHandlers(notification=self._notification,
+                                request=self._request if self._on_request is not None else None)
+        return Instance(self.name, self.connector, start_timeout=self.start_timeout, handlers=handlers,
+                        fetch=fetch, liveness=self.liveness, capabilities=self.capabilities)
+
+    async def _request(self, request: ServerRequest) -> Raw:
+        assert self._on_request is not None
+        return await self._on_request(self.name, request)
 
     def _changed(self) -> None:
         """Tell the routes the catalog changed; a failure there is logged, never raised into
@@ -71,9 +79,9 @@ class BackendBase:
             except Exception:
                 log.exception("%s: applying its catalog change failed", self.name)
 
-    def _notification(self, msg: Message) -> None:
+    def _notification(self, msg: Message, origins: list[Any]) -> None:
         if self._on_notification is not None:
-            self._on_notification(self.name, msg)
+            self._on_notification(self.name, msg, origins)
 
     def session_ended(self, session: Any) -> None:
         """Only the session lifecycle keeps per-session state."""

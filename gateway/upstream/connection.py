@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
@@ -35,22 +36,23 @@ from ..protocol.errors import (
     UpstreamTimeout,
 )
 from ..protocol.jsonrpc import Message, ProtocolError
-from .channel import Channel
+from .channel import Channel, Launcher
+from .peer import PeerHandlers, ServerRequest
 
 log = logging.getLogger("mcp_gateway.upstream")
 
 
 class _Waiter:
-    __slots__ = ("event", "response", "failure")
+    __slots__ = ("event", "response", "failure", "origin")
 
-    def __init__(self) -> None:
+    def __init__(self, origin: Any = None) -> None:
         self.event = trio.Event()
         self.response: Message | None = None
         self.failure: CallError | None = None
+        self.origin = origin  # the client request this call serves (for the relay)
 
 
-NotificationHandler = Callable[[Message], None]
-RequestHandler = Callable[[Message], Awaitable[Raw]]
+_MAX_SERVER_REQUESTS = 64  # the server's own requests (sampling, ...) being relayed at once
 
 
 class UpstreamConnection:
@@ -62,13 +64,15 @@ class UpstreamConnection:
         channel: Channel,
         *,
         max_message: int = 16 * 1024 * 1024,
-        on_notification: NotificationHandler | None = None,
+        handlers: PeerHandlers | None = None,
         exit_grace: float = 0.5,
     ) -> None:
         self.name = name
         self._channel = channel
         self._max_message = max_message
-        self._on_notification = on_notification
+        self._handlers = handlers or PeerHandlers()
+        self._nursery: trio.Nursery | None = None
+        self._serving = 0  # server requests being relayed
         self._exit_grace = exit_grace
         self._next_id = 1
         self._pending: dict[int, _Waiter] = {}
@@ -103,6 +107,7 @@ class UpstreamConnection:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
+                self._nursery = nursery
                 nursery.start_soon(self._writer)
                 task_status.started()
                 try:
@@ -122,7 +127,7 @@ class UpstreamConnection:
             self.closed.set()
 
     async def call(self, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET,
-                   *, timeout: float = math.inf) -> Raw:
+                   *, timeout: float = math.inf, origin: Any = None) -> Raw:
         """Send a request and wait for its result. Raises :class:`CallError`.
 
         If the caller is cancelled (client cancelled or disconnected), the server is
@@ -132,7 +137,7 @@ class UpstreamConnection:
             raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running")
         upstream_id = self._next_id
         self._next_id += 1
-        waiter = _Waiter()
+        waiter = _Waiter(origin)
         self._pending[upstream_id] = waiter
         if len(self._pending) > self.in_flight_peak:
             self.in_flight_peak = len(self._pending)
@@ -272,9 +277,9 @@ class UpstreamConnection:
             waiter.response = msg
             waiter.event.set()
         elif msg.is_notification:
-            if self._on_notification is not None:
+            if self._handlers.notification is not None:
                 try:
-                    self._on_notification(msg)
+                    self._handlers.notification(msg, self._origins())
                 except Exception:  # a hostile or buggy notification must not end the connection
                     log.exception("%s: handling notification %s failed", self.name,
                                   logsafe.clean(str(msg.method), 100))
@@ -295,19 +300,64 @@ class UpstreamConnection:
             self._log.log(logging.WARNING, line[:200],
                           what=f"ignoring output that is not JSON-RPC ({logsafe.clean(exc.message, 200)}): ")
 
+    def _origins(self) -> list[Any]:
+        """The client requests of the calls in flight (a stdio server says nothing more)."""
+        return [w.origin for w in self._pending.values() if w.origin is not None]
+
     def _answer_server_request(self, msg: Message) -> None:
-        """Server-to-client requests. The gateway declares no client capabilities upstream
-        (no sampling, elicitation or roots), so only ``ping`` is answered."""
+        """The server's own requests: ``ping`` is answered here; the rest (sampling, elicitation,
+        roots) is relayed in a task of its own (bounded), if the gateway relays any."""
         assert msg.id is not UNSET and msg.id is not None
+        handler = self._handlers.request
         if msg.method == "ping":
-            out = jsonrpc.result(msg.id, jsonrpc.RAW_EMPTY_OBJECT)
+            self._answer(jsonrpc.result(msg.id, jsonrpc.RAW_EMPTY_OBJECT))
+        elif handler is None or self._nursery is None:
+            self._answer(jsonrpc.error(msg.id, jsonrpc.METHOD_NOT_FOUND,
+                                       f"the gateway does not relay {msg.method!r} from upstream servers"))
+        elif self._serving >= _MAX_SERVER_REQUESTS:
+            self._answer(jsonrpc.error(msg.id, jsonrpc.INTERNAL_ERROR,
+                                       f"too many requests from this server at once (limit {_MAX_SERVER_REQUESTS})"))
         else:
-            out = jsonrpc.error(msg.id, jsonrpc.METHOD_NOT_FOUND,
-                                f"the gateway does not support {msg.method!r} from upstream servers")
+            self._serving += 1
+            self._nursery.start_soon(self._relay, handler, msg)
+
+    async def _relay(self, handler: Callable[[ServerRequest], Awaitable[Raw]], msg: Message) -> None:
+        request_id: jsonrpc.RequestId = msg.id  # type: ignore[assignment]
+        try:
+            result = await handler(ServerRequest(str(msg.method), msg.params, self._origins()))
+            out = jsonrpc.result(request_id, result)
+        except (ProtocolError, CallError) as exc:
+            out = jsonrpc.error(request_id, exc.code, exc.message)
+        except Exception:  # containment: a bug while relaying answers the server, never ends anything
+            log.exception("%s: relaying %s failed", self.name, logsafe.clean(str(msg.method), 100))
+            out = jsonrpc.error(request_id, jsonrpc.INTERNAL_ERROR, "the gateway failed to relay this request")
+        finally:
+            self._serving -= 1
+        try:
+            await self._send.send(jsonrpc.encode(out))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the connection is gone
+
+    def _answer(self, out: Message) -> None:
         try:
             self._send.send_nowait(jsonrpc.encode(out))
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            log.warning("%s: could not answer %s (outbox full)", self.name, logsafe.clean(str(msg.method), 100))
+            log.warning("%s: could not answer the server (outbox full)", self.name)
+
+
+class ChannelConnector:
+    """A :class:`~gateway.upstream.peer.Connector` for servers that speak over a byte channel: each
+    connect starts the server through its launcher and speaks newline-delimited JSON-RPC to it."""
+
+    def __init__(self, launcher: Launcher, *, max_message: int) -> None:
+        self.name = launcher.name
+        self.launcher = launcher
+        self._max_message = max_message
+
+    @asynccontextmanager
+    async def connect(self, handlers: PeerHandlers) -> AsyncIterator[UpstreamConnection]:
+        async with self.launcher.open() as channel:
+            yield UpstreamConnection(self.name, channel, max_message=self._max_message, handlers=handlers)
 
 
 _init_decoder = msgspec.json.Decoder(dict[str, Any])

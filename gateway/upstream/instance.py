@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import trio
 from msgspec import Raw
@@ -12,10 +13,10 @@ from msgspec import Raw
 from ..protocol import jsonrpc
 from ..protocol.catalog import ServerCatalog, decode_list_page
 from ..protocol.errors import CallError, UpstreamGone, UpstreamInvalid
-from ..protocol.jsonrpc import Message
 from ..protocol.mcp import LATEST_HANDSHAKE
-from .channel import Launcher, LaunchError
-from .connection import UpstreamConnection, decode_object
+from .channel import LaunchError
+from .connection import decode_object
+from .peer import Connector, PeerHandlers, UpstreamPeer
 from .liveness import LivenessPolicy, watch
 
 log = logging.getLogger("mcp_gateway.upstream")
@@ -23,11 +24,12 @@ log = logging.getLogger("mcp_gateway.upstream")
 CLIENT_INFO = {"name": "mcp-gateway", "version": "0.1.0"}
 
 
-async def initialize(conn: UpstreamConnection) -> ServerCatalog:
-    """The MCP handshake; returns a catalog with capabilities filled, lists empty."""
+async def initialize(conn: UpstreamPeer, capabilities: dict[str, Any] | None = None) -> ServerCatalog:
+    """The MCP handshake (offering the client ``capabilities`` the gateway relays); returns a
+    catalog with capabilities filled, lists empty."""
     params = {
         "protocolVersion": jsonrpc.raw(LATEST_HANDSHAKE),
-        "capabilities": jsonrpc.RAW_EMPTY_OBJECT,
+        "capabilities": jsonrpc.raw(capabilities or {}),
         "clientInfo": jsonrpc.raw(CLIENT_INFO),
     }
     raw = await conn.call("initialize", params)
@@ -49,7 +51,7 @@ async def initialize(conn: UpstreamConnection) -> ServerCatalog:
 _LIST_PAGE_CAP = 1000  # an upstream paginator that never ends cannot hang a refresh
 
 
-async def fetch_list(conn: UpstreamConnection, kind: str, timeout: float) -> list[dict[str, Raw]]:
+async def fetch_list(conn: UpstreamPeer, kind: str, timeout: float) -> list[dict[str, Raw]]:
     """Every entry of ``<kind>/list``, following upstream cursors."""
     method = "resources/templates/list" if kind == "resource_templates" else f"{kind}/list"
     entries: list[dict[str, Raw]] = []
@@ -67,7 +69,7 @@ async def fetch_list(conn: UpstreamConnection, kind: str, timeout: float) -> lis
     return entries
 
 
-async def fetch_catalog(conn: UpstreamConnection, catalog: ServerCatalog, timeout: float) -> None:
+async def fetch_catalog(conn: UpstreamPeer, catalog: ServerCatalog, timeout: float) -> None:
     caps = catalog.capabilities
     if "tools" in caps:
         catalog.tools = await fetch_list(conn, "tools", timeout)
@@ -78,7 +80,7 @@ async def fetch_catalog(conn: UpstreamConnection, catalog: ServerCatalog, timeou
         catalog.resource_templates = await fetch_templates(conn, timeout)
 
 
-async def fetch_templates(conn: UpstreamConnection, timeout: float) -> list[dict[str, Raw]]:
+async def fetch_templates(conn: UpstreamPeer, timeout: float) -> list[dict[str, Raw]]:
     """Resource templates; none for a server that does not implement the method."""
     try:
         return await fetch_list(conn, "resource_templates", timeout)
@@ -92,18 +94,18 @@ class Instance:
     """Start with ``await nursery.start(instance.run)``: returns once initialized (or raises
     :class:`StartError`); the instance then lives until :meth:`stop` or until the server exits."""
 
-    def __init__(self, name: str, launcher: Launcher, *, start_timeout: float, max_message: int,
-                 on_notification: Callable[[Message], None] | None = None,
-                 fetch: Callable[[UpstreamConnection, ServerCatalog], object] | None = None,
-                 liveness: LivenessPolicy | None = None) -> None:
+    def __init__(self, name: str, connector: Connector, *, start_timeout: float,
+                 handlers: PeerHandlers | None = None,
+                 fetch: Callable[[UpstreamPeer, ServerCatalog], object] | None = None,
+                 liveness: LivenessPolicy | None = None, capabilities: dict[str, Any] | None = None) -> None:
         self.name = name
         self._liveness = liveness
-        self._launcher = launcher
+        self._connector = connector
         self._start_timeout = start_timeout
-        self._max_message = max_message
-        self._on_notification = on_notification
+        self._handlers = handlers or PeerHandlers()
         self._fetch = fetch
-        self.conn: UpstreamConnection | None = None
+        self._capabilities = capabilities or {}
+        self.conn: UpstreamPeer | None = None
         self.catalog: ServerCatalog | None = None
         self.ended = trio.Event()
         self.last_used = trio.current_time()
@@ -129,14 +131,12 @@ class Instance:
         starting = trio.CancelScope(deadline=trio.current_time() + self._start_timeout)
         try:
             with self._scope, starting:
-                async with self._launcher.open() as channel, trio.open_nursery() as nursery:
-                    conn = UpstreamConnection(self.name, channel, max_message=self._max_message,
-                                              on_notification=self._on_notification)
+                async with self._connector.connect(self._handlers) as conn, trio.open_nursery() as nursery:
                     await nursery.start(conn.run)
                     # Errors are caught here, inside the nursery, so they do not leave it
                     # wrapped in an ExceptionGroup.
                     try:
-                        catalog = await initialize(conn)
+                        catalog = await initialize(conn, self._capabilities)
                         if self._fetch is not None:
                             await self._fetch(conn, catalog)  # type: ignore[misc]
                     except UpstreamGone as exc:  # its message names the server and the exit

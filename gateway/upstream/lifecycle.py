@@ -11,7 +11,6 @@ instance started at gateway start.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -21,7 +20,7 @@ from ..protocol import jsonrpc
 from ..protocol.errors import SessionEnded
 from ..protocol.jsonrpc import Message
 from .backend import BackendBase
-from .channel import Launcher
+from .peer import Connector
 from .instance import Instance, StartError
 from .liveness import LivenessPolicy
 
@@ -33,14 +32,9 @@ class PooledBackend(BackendBase):
 
     lifecycle = "pool"
 
-    def __init__(self, name: str, launcher: Launcher, *, pool: int, idle_timeout: float, start_timeout: float,
-                 call_timeout: float, max_message: int, max_instances: int = 64,
-                 on_change: Callable[[str], None] | None = None,
-                 on_notification: Callable[[str, Message], None] | None = None,
-                 liveness: LivenessPolicy | None = None) -> None:
-        super().__init__(name, launcher, start_timeout=start_timeout, call_timeout=call_timeout,
-                         max_message=max_message, on_change=on_change, on_notification=on_notification,
-                         liveness=liveness)
+    def __init__(self, name: str, connector: Connector, *, pool: int, idle_timeout: float, start_timeout: float,
+                 call_timeout: float, max_instances: int = 64, **kwargs: Any) -> None:
+        super().__init__(name, connector, start_timeout=start_timeout, call_timeout=call_timeout, **kwargs)
         self.pool_size = pool
         self.idle_timeout = idle_timeout
         self.max_instances = max(max_instances, pool)
@@ -189,12 +183,12 @@ class PooledBackend(BackendBase):
         """Stop instances unused since ``cutoff`` (the warm pool is kept)."""
 
     async def _call_on(self, instance: Instance, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType,
-                       timeout: float | None) -> Raw:
+                       timeout: float | None, origin: Any = None) -> Raw:
         assert instance.conn is not None
         instance.last_used = trio.current_time()
         limit = self.call_timeout if timeout is None else timeout
         try:
-            return await instance.conn.call(method, params, timeout=limit)
+            return await instance.conn.call(method, params, timeout=limit, origin=origin)
         finally:
             instance.last_used = trio.current_time()
 
@@ -210,7 +204,7 @@ class SessionBackend(PooledBackend):
         self._starting: dict[str, trio.Lock] = {}
 
     async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET, *,
-                   session: Any = None, timeout: float | None = None) -> Raw:
+                   session: Any = None, timeout: float | None = None, origin: Any = None) -> Raw:
         key = session.id if session is not None else ""
         lock = self._starting.setdefault(key, trio.Lock())
         async with lock:  # two first calls of one session must not start two instances
@@ -223,7 +217,7 @@ class SessionBackend(PooledBackend):
                     instance.stop()
                     raise SessionEnded()
                 self.by_session[key] = instance
-        return await self._call_on(instance, method, params, timeout)
+        return await self._call_on(instance, method, params, timeout, origin)
 
     def session_ended(self, session: Any) -> None:
         self._starting.pop(session.id, None)
@@ -245,9 +239,9 @@ class CallBackend(PooledBackend):
     lifecycle = "call"
 
     async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET, *,
-                   session: Any = None, timeout: float | None = None) -> Raw:
+                   session: Any = None, timeout: float | None = None, origin: Any = None) -> Raw:
         instance = await self.acquire()
         try:
-            return await self._call_on(instance, method, params, timeout)
+            return await self._call_on(instance, method, params, timeout, origin)
         finally:
             instance.stop()

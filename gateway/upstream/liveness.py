@@ -23,7 +23,7 @@ import trio
 
 from ..protocol import jsonrpc
 from ..protocol.errors import CallError, UpstreamGone
-from .connection import UpstreamConnection
+from .peer import UpstreamPeer
 
 log = logging.getLogger("mcp_gateway.upstream")
 
@@ -35,7 +35,7 @@ class LivenessPolicy:
     after_timeouts: int = 3
 
 
-async def watch(conn: UpstreamConnection, policy: LivenessPolicy) -> None:
+async def watch(conn: UpstreamPeer, policy: LivenessPolicy) -> None:
     """Run beside ``conn`` (in the same nursery) until it closes or is aborted."""
     while not conn.closed.is_set():
         conn.suspect = trio.Event()
@@ -62,7 +62,7 @@ async def watch(conn: UpstreamConnection, policy: LivenessPolicy) -> None:
             return
 
 
-async def _ping(conn: UpstreamConnection, policy: LivenessPolicy, why: str) -> bool:
+async def _ping(conn: UpstreamPeer, policy: LivenessPolicy, why: str) -> bool:
     """True if the server answered (anything) in time; otherwise abort the connection."""
     try:
         await conn.call("ping", timeout=policy.timeout)

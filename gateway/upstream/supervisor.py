@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from typing import Any
 
 import trio
 from msgspec import Raw
@@ -14,8 +14,7 @@ from ..protocol.catalog import ServerCatalog
 from ..protocol.errors import CallError, UpstreamGone, UpstreamTimeout
 from ..protocol.jsonrpc import Message
 from .backend import BackendBase
-from .channel import Launcher
-from .connection import UpstreamConnection
+from .peer import Connector, UpstreamPeer
 from .instance import StartError, fetch_list, fetch_templates
 from .liveness import LivenessPolicy
 
@@ -39,18 +38,13 @@ class ServerSupervisor(BackendBase):
     ``on_notification(name, msg)`` for every other upstream notification.
     """
 
-    def __init__(self, name: str, launcher: Launcher, *, start_timeout: float = 30.0, call_timeout: float = 60.0,
-                 backoff: float = 0.5, backoff_max: float = 30.0, max_message: int = 16 * 1024 * 1024,
-                 on_change: Callable[[str], None] | None = None,
-                 on_notification: Callable[[str, Message], None] | None = None,
-                 liveness: LivenessPolicy | None = None) -> None:
-        super().__init__(name, launcher, start_timeout=start_timeout, call_timeout=call_timeout,
-                         max_message=max_message, on_change=on_change, on_notification=on_notification,
-                         liveness=liveness)
+    def __init__(self, name: str, connector: Connector, *, start_timeout: float = 30.0, call_timeout: float = 60.0,
+                 backoff: float = 0.5, backoff_max: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(name, connector, start_timeout=start_timeout, call_timeout=call_timeout, **kwargs)
         self._backoff = backoff
         self._backoff_max = backoff_max
         self.backoff_delay = backoff  # the wait before the latest restart
-        self._conn: UpstreamConnection | None = None
+        self._conn: UpstreamPeer | None = None
         self._ready = trio.Event()
         self._refreshing: set[str] = set()
         self._refresh_dirty: set[str] = set()
@@ -125,7 +119,7 @@ class ServerSupervisor(BackendBase):
         await instance.ended.wait()
         return True
 
-    async def connection(self) -> UpstreamConnection:
+    async def connection(self) -> UpstreamPeer:
         """The live connection, waiting (within the caller's deadline) for a (re)start."""
         while True:
             conn = self._conn
@@ -138,15 +132,15 @@ class ServerSupervisor(BackendBase):
             await self._ready.wait()
 
     async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET,
-                   *, session: object = None, timeout: float | None = None) -> Raw:
+                   *, session: object = None, timeout: float | None = None, origin: Any = None) -> Raw:
         """Call the server, waiting for it to be up; the whole call obeys ``timeout``."""
         limit = self.call_timeout if timeout is None else timeout
         conn = self._conn
         if conn is not None and not conn.closed.is_set():  # the common case: no wait, one scope less
-            return await conn.call(method, params, timeout=limit)
+            return await conn.call(method, params, timeout=limit, origin=origin)
         with trio.move_on_after(limit) as scope:
             conn = await self.connection()
-            return await conn.call(method, params, timeout=math.inf)
+            return await conn.call(method, params, timeout=math.inf, origin=origin)
         assert scope.cancelled_caught
         if self._conn is None:
             raise UpstreamGone(self.last_error or f"server {self.name!r} is not running")
@@ -158,12 +152,12 @@ class ServerSupervisor(BackendBase):
         if changed:
             self._changed()
 
-    def _notification(self, msg: Message) -> None:
+    def _notification(self, msg: Message, origins: list[Any]) -> None:
         kind = _LIST_CHANGED.get(msg.method) if isinstance(msg.method, str) else None
         if kind is not None:
             self._schedule_refresh(kind)
         else:
-            super()._notification(msg)
+            super()._notification(msg, origins)
 
     def _schedule_refresh(self, kind: str) -> None:
         """One refresh loop per list kind: bursts coalesce, and two refreshes of one list
