@@ -172,7 +172,7 @@ class Session:
     __slots__ = ("id", "route", "version", "client_info", "client_capabilities", "last_used",
                  "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped", "streams",
                  "_lru", "peer", "_peer_lru", "_sse", "_next_stream", "get_owner", "_ended", "log_level",
-                 "_client_requests")
+                 "_client_requests", "draining")
 
     def __init__(self, session_id: str, route: Any, version: str, client_info: Any,
                  client_capabilities: Any, lru: OrderedDict[str, Session] | None = None, *,
@@ -198,6 +198,7 @@ class Session:
         self.get_owner: trio.CancelScope | None = None  # the GET writing stream 0 (a newer one takes over)
         self._ended: trio.Event | None = None  # set by close(), for a wire that owns a connection
         self.log_level: str | None = None  # what logging/setLevel asked for (None: everything)
+        self.draining: trio.Event | None = None  # set when the gateway starts shutting down (connection wires)
         self._client_requests: Any = None  # relay.ClientRequests, made on the first relayed request
 
     @property
@@ -230,6 +231,7 @@ class Session:
         stdio, legacy SSE); the event is set when the session ends."""
         self._outbox_send = send
         self._ended = trio.Event()
+        self.draining = trio.Event()
         return self._ended
 
     def push(self, message: bytes) -> None:
@@ -265,8 +267,8 @@ class Session:
 
     def close_stream(self) -> None:
         """End the GET stream (if any) but keep the session: used while draining."""
-        if self._ended is not None:
-            self._ended.set()  # a connection wire: its connection ends
+        if self.draining is not None:
+            self.draining.set()  # a connection wire: it answers what runs, then closes its connection
         elif self._outbox_send is not None:
             self._outbox_send.close()
 

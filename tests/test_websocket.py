@@ -379,8 +379,20 @@ async def test_a_bad_origin_is_refused_403_before_the_upgrade(gw: Running) -> No
     assert info.value.status_code == 403
     assert info.value.body is not None and b"Origin not allowed" in info.value.body
     assert gw.gateway.websocket.statistics().accepted == 0
-    # a page of this machine (the policy's loopback origins) may connect
-    async with mcp_socket(gw.port, extra_headers=[(b"origin", b"http://localhost:3000")]) as peer:
+    # A WebSocket has no CORS (a page that connects reads every answer), so even a page of this
+    # machine needs to be in allowed_origins; a client that sends no Origin (not a browser) connects.
+    with pytest.raises(ConnectionRejected) as info:
+        async with mcp_socket(gw.port, extra_headers=[(b"origin", b"http://localhost:3000")]):
+            pass
+    assert info.value.status_code == 403
+    async with mcp_socket(gw.port) as peer:
+        assert (await peer.initialize())["result"]["protocolVersion"] == "2025-11-25"
+
+
+async def test_an_allowed_origin_may_open_a_websocket() -> None:
+    cfg = config(SERVERS, routes=ROUTES, allowed_origins=["https://app.example.com"])
+    async with gateway(cfg) as running, \
+            mcp_socket(running.port, extra_headers=[(b"origin", b"https://app.example.com")]) as peer:
         assert (await peer.initialize())["result"]["protocolVersion"] == "2025-11-25"
 
 

@@ -342,3 +342,33 @@ async def test_modern_mcp_param_headers_are_checked_against_the_arguments() -> N
         reply = await http.post("/mcp", echo, headers={**_modern_headers("tools/call", "w__echo"),
                                                        "mcp-param-region": "anything"})
         assert reply.status == 200
+
+
+async def test_legacy_sse_calls_running_at_shutdown_are_answered_then_the_stream_ends() -> None:
+    cfg = config({"sdk": sdk_server()}, timeouts={"shutdown_grace": "500ms"})
+    async with running_gateway(cfg) as gw:
+        stream = await trio.open_tcp_stream("127.0.0.1", gw.port)
+        await stream.send_all(b"GET /sse HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n")
+        head = await _read_until(stream, b"sessionId=")
+        endpoint = head.split(b"data: ", 1)[1].split(b"\n", 1)[0].decode()
+
+        async def post(message: dict[str, Any]) -> int:
+            from tests.helpers import HTTPClient
+
+            async with HTTPClient.connect(gw.port) as http:
+                return (await http.post(endpoint, message)).status
+
+        assert await post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}) == 202
+        await _read_until(stream, b'"id":1')
+        assert await post({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                           "params": {"name": "sdk__sleep", "arguments": {"seconds": 30}}}) == 202
+        while not any(s.inflight for s in gw.gateway.sessions):
+            await trio.sleep(0.01)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(gw.gateway.shutdown)
+                rest = await _read_until(stream, b'"id":2')
+        answer = json.loads(rest.split(b"data: ")[-1].split(b"\n", 1)[0])
+        assert answer["error"]["code"] == -32004 and "shutting down" in answer["error"]["message"]
+        await stream.aclose()

@@ -34,6 +34,11 @@ class MountTable:
         if not policy.origin_ok(origin):
             await _forbidden(responder, "Forbidden: Origin not allowed")
             return
+        if origin is not None and request.header(b"upgrade") is not None and not policy.may_read(origin):
+            # A WebSocket has no CORS: a page that may connect may also read every answer. So a
+            # browser's upgrade needs an origin that may read (allowed_origins), not just localhost.
+            await _forbidden(responder, "Forbidden: Origin not allowed to open a WebSocket (allowed_origins)")
+            return
         responder.extra_headers = policy.cors_headers(origin)
         if not policy.host_ok(request.header(b"host")):
             await _forbidden(responder, "Forbidden: Host not allowed")

@@ -131,9 +131,11 @@ class LegacySSE:
             stream.send.close()
 
     def close_all(self) -> None:
-        """Draining: end every stream (their sessions end with them)."""
+        """Draining: end the streams that opened no session yet; a session's stream answers the calls
+        still running first (WireSession, on the session's drain), then ends."""
         for stream in self._streams.values():
-            stream.send.close()
+            if stream.wire.session is None:
+                stream.send.close()
 
 
 async def _reject(responder: Responder, rejection: Rejection) -> None:

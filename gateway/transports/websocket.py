@@ -67,7 +67,7 @@ from ..dispatch import Dispatcher
 from ..http.server import Handler, Headers, Request, Responder
 from ..protocol import jsonrpc
 from ..protocol.errors import GATEWAY_SHUTTING_DOWN, ProtocolError
-from ..session import Session, SessionManager
+from ..session import SessionManager
 from .wire import WireSession
 
 if TYPE_CHECKING:
@@ -213,27 +213,12 @@ class WebSocketTransport:
             self._closes[socket.close_code or ABNORMAL] += 1
 
 
-class _Wire(WireSession):
-    """A :class:`WireSession` whose connection outlives the start of a drain.
-
-    ``SessionManager.close_streams`` (the first drain hook) ends every connection wire at once,
-    which would drop the calls still running without an answer; a socket instead closes itself
-    with 1001 once they are answered (see :meth:`_Socket.drain`).
-    """
-
-    async def _watch_session(self, session: Session, ended: trio.Event) -> None:
-        await ended.wait()
-        if session.closed:  # evicted or expired: the connection ends now (1008)
-            await super()._watch_session(session, ended)
-        # else: the gateway is draining; the transport's close_all closes the socket
-
-
 class _Socket:
     """One WebSocket connection: its tasks, its close handshake."""
 
     def __init__(self, transport: WebSocketTransport, route: Route, peer: str, ws: WSConnection,
                  stream: trio.abc.Stream) -> None:
-        self.wire = _Wire(route, transport.dispatcher, transport.sessions, wire="websocket", peer=peer)
+        self.wire = WireSession(route, transport.dispatcher, transport.sessions, wire="websocket", peer=peer)
         self.peer = peer
         self._ws = ws
         self._stream = stream

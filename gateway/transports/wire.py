@@ -82,6 +82,7 @@ class WireSession:
         self._drain_on_eof = drain_on_eof
         self._running = 0
         self._idle = trio.Event()
+        self.draining = False  # the gateway is shutting down: no new calls, close once the running ones end
 
     # -- what the wire calls ----------------------------------------------------------------------
     async def run(self, receive: Callable[[], Awaitable[bytes | None]], *,
@@ -110,6 +111,7 @@ class WireSession:
             self._nursery = None
             self._send.close()
             if self.session is not None:
+                self.session.streams -= 1
                 self.sessions.end(self.session)
 
     async def handle(self, data: bytes | bytearray) -> None:
@@ -172,6 +174,12 @@ class WireSession:
 
     async def _request(self, msg: Message) -> None:
         method = msg.method
+        if self.draining:
+            await self.deliver(jsonrpc.encode_error(msg.id, jsonrpc.GATEWAY_SHUTTING_DOWN,  # type: ignore[arg-type]
+                                                    "The gateway is shutting down: it takes no new calls"))
+            return
+        if self.session is not None:
+            self.session.touch()
         if modern.has_envelope(msg):
             await self._modern(msg)
             return
@@ -200,10 +208,12 @@ class WireSession:
             return jsonrpc.encode_error(msg.id, jsonrpc.INTERNAL_ERROR,  # type: ignore[arg-type]
                                         f"Too many sessions: {exc}")
         ended = session.attach(self._send)  # the gateway's notifications for this session go here
+        session.streams += 1  # connected: busy, like an open stream (connections are bounded per address)
         self.session = session
         self.route.sessions.add(session)
         assert self._nursery is not None
         self._nursery.start_soon(self._watch_session, session, ended)
+        self._nursery.start_soon(self._watch_drain, session)
         client = session.client_info.get("name") if isinstance(session.client_info, dict) else None
         log.info("%s session %s… initialized (%s, client %s)", self.wire, session.id[:8], version,
                  logsafe.clean(str(client), 100))
@@ -247,6 +257,21 @@ class WireSession:
                 await self.deliver(b"[" + b",".join(answers) + b"]")
 
         self._start(run)
+
+    async def _watch_drain(self, session: Session) -> None:
+        """Shutting down: new calls are refused, and the connection closes once the calls still
+        running are answered (within the grace; the gateway answers the rest -32004)."""
+        assert session.draining is not None
+        await session.draining.wait()
+        self.draining = True
+        while self._running:
+            self._idle = trio.Event()
+            await self._idle.wait()
+        with trio.move_on_after(1):  # let the writer send what was queued
+            while self.outbox.statistics().current_buffer_used:
+                await trio.sleep(0.01)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _watch_session(self, session: Session, ended: trio.Event) -> None:
         """End the connection when the gateway ends the session (eviction, expiry, shutdown)."""
