@@ -13,10 +13,9 @@ from typing import Final
 
 import h11
 import trio
-
-from ..http.server import Headers, Responder
 from msgspec import Raw, UnsetType
 
+from ..http.server import Headers, Responder
 from ..protocol.errors import UpstreamGone
 from ..session import Session, SSEStream
 

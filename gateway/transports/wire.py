@@ -267,10 +267,9 @@ class WireSession:
         while self._running:
             self._idle = trio.Event()
             await self._idle.wait()
-        with trio.move_on_after(1):  # let the writer send what was queued
-            while self.outbox.statistics().current_buffer_used:
-                await trio.sleep(0.01)
-        if self._nursery is not None:
+        self._send.close()  # the wire's writer sends what is queued, then ends its connection...
+        await trio.sleep(1)
+        if self._nursery is not None:  # ... or, if it does not, the session ends it now
             self._nursery.cancel_scope.cancel()
 
     async def _watch_session(self, session: Session, ended: trio.Event) -> None:

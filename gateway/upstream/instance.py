@@ -16,8 +16,8 @@ from ..protocol.errors import CallError, UpstreamGone, UpstreamInvalid
 from ..protocol.mcp import LATEST_HANDSHAKE
 from .channel import LaunchError
 from .connection import decode_object
-from .peer import Connector, PeerHandlers, UpstreamPeer
 from .liveness import LivenessPolicy, watch
+from .peer import Connector, PeerHandlers, UpstreamPeer
 
 log = logging.getLogger("mcp_gateway.upstream")
 

@@ -18,11 +18,9 @@ from msgspec import Raw
 
 from ..protocol import jsonrpc
 from ..protocol.errors import SessionEnded
-from ..protocol.jsonrpc import Message
 from .backend import BackendBase
-from .peer import Connector
 from .instance import Instance, StartError
-from .liveness import LivenessPolicy
+from .peer import Connector
 
 log = logging.getLogger("mcp_gateway.upstream")
 

@@ -14,9 +14,8 @@ from ..protocol.catalog import ServerCatalog
 from ..protocol.errors import CallError, UpstreamGone, UpstreamTimeout
 from ..protocol.jsonrpc import Message
 from .backend import BackendBase
-from .peer import Connector, UpstreamPeer
 from .instance import StartError, fetch_list, fetch_templates
-from .liveness import LivenessPolicy
+from .peer import Connector, UpstreamPeer
 
 log = logging.getLogger("mcp_gateway.upstream")
 
