@@ -161,6 +161,7 @@ class Gateway:
             for route in self.routes.values():
                 route.rebuild()
             await nursery.start(self.sessions.run)
+            await nursery.start(self.dispatcher.exchanges.run)
             port = await nursery.start(self.http.run) if serve_http else 0
             self.port = port
             down = [s.name for s in self.supervisors.values() if s.state != "ready"]

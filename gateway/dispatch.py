@@ -19,6 +19,7 @@ Requests without a session (MCP 2026-07-28 is stateless) are tracked too, for sh
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import msgspec
 from msgspec import Raw
 
+from . import mrtr
 from .protocol import jsonrpc
 from .protocol.errors import (
     INVALID_REQUEST,
@@ -76,6 +78,7 @@ class CallContext:
     peer: str = ""  # the client's address ("" when the wire has none, as stdio)
     identity: Any = None  # who is calling, once authentication exists
     modern: ModernRequest | None = None  # a 2026-07-28 request: its envelope (the result is rewritten)
+    exchange: Any = None  # mrtr.Exchange: where an upstream's questions go for a 2026-07-28 client
 
 
 Answer = tuple[int, bytes]  # (HTTP status the edge would use, encoded JSON-RPC answer)
@@ -105,6 +108,8 @@ class Dispatcher:
         self.max_inflight = max_inflight
         self._stateless: set[InFlight] = set()  # requests without a session, for shutdown
         self._sessions: Callable[[], Any] | None = None
+        self.exchanges = mrtr.Exchanges()  # run by the gateway: 2026-07-28 calls waiting for the client's input
+        self.exchange_timeout = 300.0  # how long such a call waits for the client's retry, in all
         self.answered = 0
         self.refused = 0
 
@@ -163,8 +168,11 @@ class Dispatcher:
         failure: ProtocolError | CallError | None = None
         with call.scope:
             try:
-                result = await self.router.handle(ctx, msg)
-                if ctx.modern is not None:
+                if ctx.modern is not None and msg.method in mrtr.METHODS:
+                    result = await self._rounds(ctx, msg)
+                else:
+                    result = await self.router.handle(ctx, msg)
+                if ctx.modern is not None and not bytes(memoryview(result)).startswith(mrtr.INPUT_REQUIRED):
                     result = complete_result(msg.method, result, ctx.route.server_meta)  # type: ignore[arg-type]
                 body = encode_result(request_id, result)
             except (ProtocolError, CallError) as exc:
@@ -178,6 +186,36 @@ class Dispatcher:
             return 200, encode_failure(request_id, failure)
         failure.code = modern_error_code(failure.code)
         return http_status(failure.code), encode_failure(request_id, failure)
+
+    async def _rounds(self, ctx: CallContext, msg: Message) -> Raw:
+        """A 2026-07-28 call that may need the client's input (see gateway/mrtr.py): the result, or an
+        InputRequiredResult with the upstream's question; a retry carries the answer to it."""
+        assert ctx.modern is not None
+        params = jsonrpc.decode_params(msg)
+        state = jsonrpc.decode_any(params.get("requestState"))
+        binding = (str(msg.method), jsonrpc.decode_any(params.get("uri" if msg.method == "resources/read" else "name")))
+        if state is not None:
+            try:
+                responses = jsonrpc.raw_members(params["inputResponses"]) if "inputResponses" in params else {}
+            except jsonrpc.DECODE_FAILURES:
+                raise ProtocolError(jsonrpc.INVALID_PARAMS, "Invalid params: inputResponses must be an object",
+                                    jsonrpc.request_id(msg)) from None
+            exchange = self.exchanges.resume(str(state), binding, responses)
+        elif self.exchanges.open(ctx.modern.client_capabilities):
+            inner = dataclasses.replace(ctx, back=None)  # the call outlives this request (and its stream)
+            exchange = self.exchanges.start(
+                binding, self.exchange_timeout,
+                lambda ex: self.router.handle(dataclasses.replace(inner, exchange=ex), msg))
+        else:
+            return await self.router.handle(ctx, msg)
+        kind, value = await exchange.next_event()
+        if kind == "input":
+            return mrtr.input_required(value, exchange.handle)
+        result, failure = value
+        if failure is not None:
+            raise failure
+        assert result is not None
+        return result  # type: ignore[no-any-return]
 
     def response(self, ctx: CallContext, msg: Message) -> bool:
         """A client's answer to a request the gateway relayed to it; False if nothing waited for it."""

@@ -99,10 +99,17 @@ class Relay:
                    "several clients have calls in flight on this server and a stdio server does not say "
                    "which call a request belongs to (lifecycle: session gives each client its own instance)")
             raise Unanswerable(f"no client can answer {request.method}: {why}")
+        if ctx.modern is not None:  # a 2026-07-28 client: the question goes as an input_required result
+            caps = ctx.modern.client_capabilities
+            if not isinstance(caps, dict) or capability not in caps or ctx.exchange is None:
+                self.refused += 1
+                raise Unanswerable(f"the client did not declare the {capability} capability in this request")
+            self.relayed += 1
+            return await ctx.exchange.ask(request.method, request.params, self.timeout)  # type: ignore[no-any-return]
         if ctx.session is None or ctx.back is None or not hasattr(ctx.back, "request"):
             self.refused += 1
-            raise Unanswerable(f"the client cannot answer {request.method}: a 2026-07-28 (stateless) request "
-                               "has no session to carry a server request")
+            raise Unanswerable(f"the client cannot answer {request.method} on this stream (it accepts no SSE, "
+                               "or its session ended)")
         caps = ctx.session.client_capabilities
         if not isinstance(caps, dict) or capability not in caps:
             self.refused += 1
@@ -145,9 +152,19 @@ def _log_locally(server: str, level: str, data: Raw | None) -> None:
 
 
 def most_verbose(levels: Iterable[str | None]) -> str | None:
-    """The most verbose of the levels clients asked for (None if none asked)."""
-    asked = [lv for lv in levels if lv in _RANK]
-    return min(asked, key=_RANK.__getitem__) if asked else None
+    """The level an upstream shared by clients should send at: the most verbose one asked for.
+
+    A client that asked for none takes whatever the server sends, so it counts as the most verbose
+    (``debug``) once any client asked for a level: one client's ``error`` must not starve it.
+    None when no client asked for a level (the upstream is left at its own default).
+    """
+    seen = list(levels)
+    asked = [lv for lv in seen if lv in _RANK]
+    if not asked:
+        return None
+    if any(lv is None for lv in seen):
+        return LEVELS[0]
+    return min(asked, key=_RANK.__getitem__)
 
 
 class ClientRequests:
