@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from . import logsafe
+from . import logsafe, metrics
 from .config import GatewayConfig, ServerConfig, resolve_secret
 from .dispatch import Dispatcher
 from .http import fdlimit
@@ -85,8 +85,14 @@ class Gateway:
         self.dispatcher.track_sessions(lambda: self.sessions)
         self.modern = ModernFront(self.dispatcher)
         self.streamable = StreamableHTTP(self.dispatcher, self.sessions, self.modern)
-        self.mounts = MountTable(OriginPolicy(list(config.allowed_origins), self.host))
+        self.dispatcher.stats.enabled = config.metrics.enabled
+        self.mounts = MountTable(OriginPolicy(list(config.allowed_origins), self.host),
+                                 on_reject=self.dispatcher.stats.reject)
         self.mounts.mount("/healthz", self._healthz)
+        self.metrics = metrics.registry_for(self)
+        self.stdio_clients = 0  # the stdio front's one client, when it runs
+        if config.metrics.data_plane:
+            self.mounts.mount("/metrics", self._metrics)
         self.legacy_sse = LegacySSE(self.dispatcher, self.sessions)
         self.websocket = WebSocketTransport(self.dispatcher, self.sessions, max_message=limits.max_message,
                                             ping_interval=config.timeouts.ws_ping)
@@ -112,7 +118,7 @@ class Gateway:
         max_message = self.config.limits.max_message
         ping_interval, ping_timeout = self.config.ping_for(name)
         liveness = LivenessPolicy(ping_interval, ping_timeout, server.ping_after_timeouts)
-        connector = ChannelConnector(launcher, max_message=max_message)
+        connector = ChannelConnector(launcher, max_message=max_message, kind=server.kind)
         offered = {k: v for k, v in OFFERED.items() if k in server.client_capabilities}
         common: dict[str, Any] = dict(
             on_change=self._catalog_changed, on_notification=self._upstream_notification,
@@ -234,6 +240,13 @@ class Gateway:
         session.route.sessions.discard(session)
         for backend in session.route.servers.values():
             backend.session_ended(session)
+
+    async def _metrics(self, request: Request, responder: Responder) -> None:
+        if request.method not in (b"GET", b"HEAD"):
+            await responder.send(405, [(b"allow", b"GET, HEAD")], b"")
+            return
+        body, content_type = metrics.render(self.metrics, request.header(b"accept"))
+        await responder.send(200, [(b"content-type", content_type)], body)
 
     async def _healthz(self, request: Request, responder: Responder) -> None:
         if request.method not in (b"GET", b"HEAD"):

@@ -284,6 +284,13 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         return head + list(self.args)
 
 
+class Metrics(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Prometheus metrics: served on the admin listener, and on the data plane only if asked."""
+
+    enabled: bool = True  # counting on the hot path (off: nothing is counted; for comparisons)
+    data_plane: bool = False  # also serve GET /metrics on the data plane's listener
+
+
 class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """One route: its servers, in order, and whether tool and prompt names get the server prefix.
 
@@ -305,6 +312,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     limits: Limits = msgspec.field(default_factory=Limits)
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     admin: Admin = msgspec.field(default_factory=Admin)
+    metrics: Metrics = msgspec.field(default_factory=Metrics)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     def resolved_routes(self) -> dict[str, list[str]]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
+import trio
 from msgspec import Raw
 
 from . import mrtr
@@ -42,6 +43,7 @@ from .protocol.errors import (
 from .protocol.jsonrpc import Message
 from .protocol.modern import ModernRequest, complete_result, modern_error_code
 from .session import CANCELLED, SESSION_ENDED, SHUTDOWN, InFlight, Session
+from .stats import RequestStats
 
 if TYPE_CHECKING:
     from .router import Route, Router
@@ -79,6 +81,10 @@ class CallContext:
     identity: Any = None  # who is calling, once authentication exists
     modern: ModernRequest | None = None  # a 2026-07-28 request: its envelope (the result is rewritten)
     exchange: Any = None  # mrtr.Exchange: where an upstream's questions go for a 2026-07-28 client
+    # Set by the router for metrics: the tool a tools/call went to (server, public name), and how long
+    # the upstream took.
+    tool: tuple[str, str] | None = None
+    upstream_seconds: float | None = None
 
 
 Answer = tuple[int, bytes]  # (HTTP status the edge would use, encoded JSON-RPC answer)
@@ -109,6 +115,7 @@ class Dispatcher:
         self._stateless: set[InFlight] = set()  # requests without a session, for shutdown
         self._sessions: Callable[[], Any] | None = None
         self.exchanges = mrtr.Exchanges()  # run by the gateway: 2026-07-28 calls waiting for the client's input
+        self.stats = RequestStats()  # read by gateway/metrics.py at scrape time
         self.exchange_timeout = 300.0  # how long such a call waits for the client's retry, in all
         self.answered = 0
         self.refused = 0
@@ -128,10 +135,12 @@ class Dispatcher:
             return call
         if request_id in session.inflight:
             self.refused += 1
+            self.stats.reject("duplicate_id")
             return 400, jsonrpc.encode_error(
                 request_id, INVALID_REQUEST, f"Invalid request: id {request_id!r} is already in flight in this session")
         if len(session.inflight) >= self.max_inflight:
             self.refused += 1
+            self.stats.reject("429")
             return 429, jsonrpc.encode_error(
                 request_id, INVALID_REQUEST, f"Too many requests in flight in this session (limit {self.max_inflight})")
         session.inflight[request_id] = call
@@ -166,6 +175,7 @@ class Dispatcher:
         request_id: jsonrpc.RequestId = msg.id  # type: ignore[assignment]
         body: bytes | None = None
         failure: ProtocolError | CallError | None = None
+        started = trio.current_time()
         with call.scope:
             try:
                 if ctx.modern is not None and msg.method in mrtr.METHODS:
@@ -178,14 +188,23 @@ class Dispatcher:
             except (ProtocolError, CallError) as exc:
                 failure = exc
         self.answered += 1
+        if body is None and failure is None:  # cancelled: say why
+            failure = _STOPPED.get(call.reason or CANCELLED, Cancelled)()
+        self._count(ctx, msg, None if failure is None else failure.code, trio.current_time() - started)
         if body is not None:
             return 200, body
-        if failure is None:  # cancelled: say why
-            failure = _STOPPED.get(call.reason or CANCELLED, Cancelled)()
+        assert failure is not None
         if ctx.modern is None:
             return 200, encode_failure(request_id, failure)
         failure.code = modern_error_code(failure.code)
         return http_status(failure.code), encode_failure(request_id, failure)
+
+    def _count(self, ctx: CallContext, msg: Message, code: int | None, seconds: float) -> None:
+        stats = self.stats
+        stats.request(ctx.route.prefix, msg.method, code, seconds)
+        if msg.method == "tools/call":
+            server, tool = ctx.tool if ctx.tool is not None else ("unknown", "unknown")
+            stats.tool(ctx.route.prefix, server, tool, code, ctx.upstream_seconds)
 
     async def _rounds(self, ctx: CallContext, msg: Message) -> Raw:
         """A 2026-07-28 call that may need the client's input (see gateway/mrtr.py): the result, or an
@@ -254,8 +273,6 @@ class Dispatcher:
         Items are decoded and admitted in order before any runs, so a repeated id is always
         the later item's error, whatever order the calls would be scheduled in.
         """
-        import trio  # the pipeline's one structural use of trio: the batch's own nursery
-
         if not items or len(items) > self.max_inflight:
             raise ProtocolError(INVALID_REQUEST, f"Invalid request: a batch holds 1 to {self.max_inflight} messages")
         answers: list[bytes | None] = [None] * len(items)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import trio
 from msgspec import Raw
 
 from .protocol import jsonrpc, modern
@@ -179,6 +180,8 @@ class Router:
         if target is None:
             raise ProtocolError(INVALID_PARAMS, f"Unknown {what}: {name!r}", jsonrpc.request_id(msg))
         server, upstream_name = target
+        if msg.method == "tools/call":
+            ctx.tool = (server, name)
         if ctx.modern is not None and ctx.headers is not None and msg.method == "tools/call":
             annotations = ctx.route.catalog.param_headers.get(name)
             if annotations:  # only then are the arguments decoded (to compare them with the headers)
@@ -295,9 +298,11 @@ class Router:
                 params["_meta"] = Raw(jsonrpc.encoder.encode(meta))
             else:
                 del params["_meta"]
+        started = trio.current_time()
         try:
             return await backend.call(method, params, session=ctx.session, origin=ctx)
         finally:
+            ctx.upstream_seconds = trio.current_time() - started
             if token is not None:
                 self.progress.release(token)
 

@@ -19,6 +19,7 @@ import socket
 import trio
 
 from gateway.config import ServerConfig, resolve_secret
+from gateway.stats import Histogram
 from sandbox.docker_io import DOCKER_ERRORS
 from sandbox.engine import Engine, new_instance_id, shared_client
 from sandbox.exits import ContainerExits
@@ -91,6 +92,7 @@ class SandboxRuntime:
         self.reaper = ReaperProcess(own)
         self.sibling = SiblingReaper(shared_client, self.limiter, own, instance_id=self.instance_id,
                                      extra_labels={IDENTITY_LABEL: self.identity})
+        self.start_seconds = Histogram()  # container create -> started, for mcp_container_start_seconds
 
     def launcher(self, name: str, server: ServerConfig) -> ContainerLauncher:
         return ContainerLauncher(
@@ -100,6 +102,7 @@ class SandboxRuntime:
             self.limiter,
             instance_id=self.instance_id,
             exits=self.exits,
+            on_started=self.start_seconds.observe,
         )
 
     async def startup(self) -> None:

@@ -44,8 +44,10 @@ class ContainerLauncher:
         instance_id: str,
         stop_timeout: int = 2,
         exits: ContainerExits | None = None,
+        on_started: Callable[[float], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_started = on_started  # seconds from create to started (the metrics' container start)
         self.exits = exits
         self.spec = spec
         self.instance_id = instance_id
@@ -67,6 +69,7 @@ class ContainerLauncher:
         except SandboxConfigError as exc:
             raise LaunchError(f"server {self.name!r}: {exc}") from exc
         try:
+            began = trio.current_time()
             client = await self._run(self._factory)
             # Shielded: a cancel arriving while the thread runs would drop the created container on
             # the floor (leaked until shutdown). Once we hold it, the finally below removes it.
@@ -91,6 +94,8 @@ class ContainerLauncher:
             except DOCKER_ERRORS as exc:
                 raise LaunchError(f"server {self.name!r}: cannot start container: {_explain(exc)}") from exc
             log.info("[%s] started container %s (%s)", self.name, container.name, container.short_id)
+            if self._on_started is not None:
+                self._on_started(trio.current_time() - began)
             yield channel
         finally:
             # Shielded so a cancelled caller still releases the container; bounded so a hung engine

@@ -8,6 +8,8 @@ path. Nothing behind the table repeats those checks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .policy import PREFLIGHT_HEADERS, OriginPolicy
 from .server import Handler, Request, Responder
 
@@ -15,9 +17,10 @@ _JSON = [(b"content-type", b"application/json")]
 
 
 class MountTable:
-    def __init__(self, policy: OriginPolicy) -> None:
+    def __init__(self, policy: OriginPolicy, on_reject: Callable[[str], None] | None = None) -> None:
         self.policy = policy
         self._handlers: dict[str, Handler] = {}
+        self._on_reject = on_reject or (lambda reason: None)  # counts refusals for metrics
 
     def mount(self, path: str, handler: Handler) -> None:
         if path in self._handlers:
@@ -32,15 +35,18 @@ class MountTable:
         policy = self.policy
         origin = request.header(b"origin")
         if not policy.origin_ok(origin):
+            self._on_reject("origin")
             await _forbidden(responder, "Forbidden: Origin not allowed")
             return
         if origin is not None and request.header(b"upgrade") is not None and not policy.may_read(origin):
             # A WebSocket has no CORS: a page that may connect may also read every answer. So a
             # browser's upgrade needs an origin that may read (allowed_origins), not just localhost.
+            self._on_reject("origin")
             await _forbidden(responder, "Forbidden: Origin not allowed to open a WebSocket (allowed_origins)")
             return
         responder.extra_headers = policy.cors_headers(origin)
         if not policy.host_ok(request.header(b"host")):
+            self._on_reject("host")
             await _forbidden(responder, "Forbidden: Host not allowed")
             return
         path = request.path

@@ -25,8 +25,9 @@ from __future__ import annotations
 import errno
 import logging
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h11
 import trio
@@ -389,6 +390,7 @@ class _Connection:
 
     async def _reject(self, status: int, text: str) -> None:
         """An error answered by the reader itself (the worker is idle), then close."""
+        self.server.stats.rejected[str(status)] += 1
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = (text + "\n").encode()
@@ -534,6 +536,7 @@ class HTTPServer:
             peer = ""
         held = self._per_peer.get(peer, 0)
         if held >= self._max_per_peer and not self._evict_idle_of(peer):
+            self.stats.rejected["per_peer_connections"] += 1
             # One address may not hold every slot (long-lived streams are not idle, so eviction
             # could not free them): this one is refused at once, its older connections go on.
             self.stats.refused_per_peer += 1
@@ -612,3 +615,4 @@ class ServerCounters:
     accepted: int = 0
     evicted_idle: int = 0
     refused_per_peer: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # answered by the server itself, by status

@@ -47,6 +47,7 @@ async def serve_stdio(gateway: Gateway, route: str, stdin: trio.abc.ReceiveStrea
             return None
         return line
 
+    gateway.stdio_clients += 1
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(write)

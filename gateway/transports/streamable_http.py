@@ -31,6 +31,7 @@ from ..protocol.errors import INVALID_REQUEST, ProtocolError
 from ..protocol.inbound import Rejection
 from ..protocol.jsonrpc import Message
 from ..session import CANCELLED, InFlight, Session, SessionLimit, SessionManager, SSEStream, parse_event_id
+from ..stats import RequestStats
 from .sse_stream import JSON_HEADERS, KEEPALIVE, SSE_HEADERS, PostStream, write_events
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class StreamableHTTP:
         post = inbound.check_post(request.header(b"accept"), request.header(b"content-type"),
                                   request.header(mcp.VERSION_HEADER), request.body)
         if isinstance(post, Rejection):
-            await _reject(responder, post)
+            await _reject(responder, _counted(self.dispatcher.stats, post))
             return
         if post.era == "modern":
             await self.modern.post(route, request, responder, post)
@@ -127,8 +128,8 @@ class StreamableHTTP:
             session = self.sessions.create(route, version, jsonrpc.decode_any(params.get("clientInfo")),
                                            jsonrpc.decode_any(params.get("capabilities")), request.peer)
         except SessionLimit as exc:
-            await _reject(responder, Rejection(503, jsonrpc.INTERNAL_ERROR, f"Too many sessions: {exc}",
-                                               jsonrpc.request_id(msg)))
+            await _reject(responder, _counted(self.dispatcher.stats, Rejection(
+                503, jsonrpc.INTERNAL_ERROR, f"Too many sessions: {exc}", jsonrpc.request_id(msg))))
             return
         route.sessions.add(session)
         body = jsonrpc.encode(jsonrpc.result(msg.id, Raw(jsonrpc.encoder.encode(  # type: ignore[arg-type]
@@ -280,3 +281,8 @@ async def _resume(responder: Responder, stream: SSEStream, after: int) -> None:
 
 async def _reject(responder: Responder, rejection: Rejection) -> None:
     await responder.send(rejection.status, JSON_HEADERS, rejection.body())
+
+
+def _counted(stats: RequestStats, rejection: Rejection) -> Rejection:
+    stats.reject(str(rejection.status))
+    return rejection

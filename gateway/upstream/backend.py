@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
@@ -34,9 +35,29 @@ class Backend(Protocol):
 
     def session_ended(self, session: Any) -> None: ...
 
+    def statistics(self) -> BackendStatistics: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatistics:
+    """One configured server, now (for /healthz, metrics and the admin API)."""
+
+    name: str
+    kind: str  # the connector's kind of server: process, container, remote
+    lifecycle: str
+    state: str
+    healthy: bool
+    restarts: int
+    last_error: str | None
+    instances: dict[str, int]  # by state: ready (serving), warm (pooled, unused), other (starting, stopping)
+    pool_available: int
+    inflight: int
+
 
 class BackendBase:
     """What every lifecycle shares: identity, timeouts, reported state, and making instances."""
+
+    lifecycle = "shared"
 
     def __init__(self, name: str, connector: Connector, *, start_timeout: float, call_timeout: float,
                  on_change: Callable[[str], None] | None = None,
@@ -69,6 +90,21 @@ class BackendBase:
     async def _request(self, request: ServerRequest) -> Raw:
         assert self._on_request is not None
         return await self._on_request(self.name, request)
+
+    def statistics(self) -> BackendStatistics:
+        return BackendStatistics(
+            name=self.name, kind=getattr(self.connector, "kind", "process"), lifecycle=self.lifecycle,
+            state=self.state, healthy=self.state == "ready", restarts=self.restarts, last_error=self.last_error,
+            instances=self._instance_counts(), pool_available=self._pool_available(), inflight=self._inflight())
+
+    def _instance_counts(self) -> dict[str, int]:
+        return {}
+
+    def _pool_available(self) -> int:
+        return 0
+
+    def _inflight(self) -> int:
+        return 0
 
     def _changed(self) -> None:
         """Tell the routes the catalog changed; a failure there is logged, never raised into

@@ -349,8 +349,9 @@ class ChannelConnector:
     """A :class:`~gateway.upstream.peer.Connector` for servers that speak over a byte channel: each
     connect starts the server through its launcher and speaks newline-delimited JSON-RPC to it."""
 
-    def __init__(self, launcher: Launcher, *, max_message: int) -> None:
+    def __init__(self, launcher: Launcher, *, max_message: int, kind: str = "process") -> None:
         self.name = launcher.name
+        self.kind = kind  # process or container (for statistics)
         self.launcher = launcher
         self._max_message = max_message
 

@@ -41,11 +41,26 @@ class PooledBackend(BackendBase):
         self._slots = trio.Semaphore(self.max_instances)  # bounds instances, warm ones included
         self._refill_wakeup = trio.Event()
         self._available = trio.Event()  # set and replaced when a slot frees or a warm instance arrives
+        self._active = 0  # calls in flight
 
     @property
     def instances(self) -> int:
         """Instances holding a slot: starting, warm, serving or still stopping."""
         return self.max_instances - self._slots.value
+
+    def _instance_counts(self) -> dict[str, int]:
+        warm = sum(1 for i in self.warm if i.alive)
+        ready = self._serving()
+        return {"ready": ready, "warm": warm, "other": max(0, self.instances - warm - ready)}
+
+    def _serving(self) -> int:
+        return self._active
+
+    def _pool_available(self) -> int:
+        return sum(1 for i in self.warm if i.alive)
+
+    def _inflight(self) -> int:
+        return self._active
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -185,9 +200,11 @@ class PooledBackend(BackendBase):
         assert instance.conn is not None
         instance.last_used = trio.current_time()
         limit = self.call_timeout if timeout is None else timeout
+        self._active += 1
         try:
             return await instance.conn.call(method, params, timeout=limit, origin=origin)
         finally:
+            self._active -= 1
             instance.last_used = trio.current_time()
 
 
@@ -216,6 +233,9 @@ class SessionBackend(PooledBackend):
                     raise SessionEnded()
                 self.by_session[key] = instance
         return await self._call_on(instance, method, params, timeout, origin)
+
+    def _serving(self) -> int:
+        return sum(1 for i in self.by_session.values() if i.alive)
 
     def session_ended(self, session: Any) -> None:
         self._starting.pop(session.id, None)

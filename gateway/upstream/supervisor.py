@@ -145,6 +145,15 @@ class ServerSupervisor(BackendBase):
             raise UpstreamGone(self.last_error or f"server {self.name!r} is not running")
         raise UpstreamTimeout(f"server {self.name!r} did not answer {method} within {limit:g}s")
 
+    def _instance_counts(self) -> dict[str, int]:
+        if self._conn is not None and not self._conn.closed.is_set():
+            return {"ready": 1}
+        return {"other": 1} if self.state == "starting" else {}
+
+    def _inflight(self) -> int:
+        conn = self._conn
+        return conn.in_flight if conn is not None and not conn.closed.is_set() else 0
+
     def _set_catalog(self, catalog: ServerCatalog) -> None:
         changed = self.catalog != catalog
         self.catalog = catalog
