@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -38,6 +39,8 @@ from .protocol.errors import (
     ProtocolError,
     SessionEnded,
     ShuttingDown,
+    Stopped,
+    UpstreamTimeout,
     http_status,
 )
 from .protocol.jsonrpc import Message
@@ -106,6 +109,50 @@ _STOPPED: Final[dict[str, Callable[[], CallError]]] = {
     CANCELLED: Cancelled, SESSION_ENDED: SessionEnded, SHUTDOWN: ShuttingDown}
 
 
+AUDITED: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """What happened to one audited call (tools/call, prompts/get, resources/read)."""
+
+    time: float  # when it ended (Unix seconds)
+    route: str
+    session: str | None
+    identity: Any  # who called, once authentication exists
+    client: str | None  # the client's own name for itself (clientInfo.name)
+    method: str
+    server: str | None
+    name: str | None  # the tool or prompt as the client named it, or the resource URI
+    duration: float
+    outcome: str  # ok, tool_error, error <code>, timeout, cancelled
+    request_bytes: int
+    response_bytes: int
+    arguments: Raw | None  # the raw arguments (the audit log stores a digest unless told otherwise)
+    peer: str
+
+
+def _target(msg: Message, ctx: CallContext) -> str | None:
+    if ctx.tool is not None:
+        return ctx.tool[1]
+    try:
+        params = jsonrpc.decode_params(msg)
+    except ProtocolError:
+        return None
+    value = jsonrpc.decode_any(params.get("uri" if msg.method == "resources/read" else "name"))
+    return value[:500] if isinstance(value, str) else None
+
+
+def _arguments(params: bytes) -> Raw | None:
+    if not params:
+        return None
+    try:
+        value = jsonrpc.raw_members(params).get("arguments")
+    except jsonrpc.DECODE_FAILURES:
+        return None
+    return value
+
+
 class Dispatcher:
     """Runs client requests through the router; owns their in-flight bookkeeping."""
 
@@ -116,6 +163,7 @@ class Dispatcher:
         self._sessions: Callable[[], Any] | None = None
         self.exchanges = mrtr.Exchanges()  # run by the gateway: 2026-07-28 calls waiting for the client's input
         self.stats = RequestStats()  # read by gateway/metrics.py at scrape time
+        self.observers: list[Callable[[CallRecord], None]] = []  # e.g. the audit log: one record per call
         self.exchange_timeout = 300.0  # how long such a call waits for the client's retry, in all
         self.answered = 0
         self.refused = 0
@@ -190,14 +238,44 @@ class Dispatcher:
         self.answered += 1
         if body is None and failure is None:  # cancelled: say why
             failure = _STOPPED.get(call.reason or CANCELLED, Cancelled)()
-        self._count(ctx, msg, None if failure is None else failure.code, trio.current_time() - started)
-        if body is not None:
+        elapsed = trio.current_time() - started
+        self._count(ctx, msg, None if failure is None else failure.code, elapsed)
+        if body is None:
+            assert failure is not None
+            if ctx.modern is not None:
+                failure.code = modern_error_code(failure.code)
+            body = encode_failure(request_id, failure)
+        if self.observers and msg.method in AUDITED:
+            self._observe(ctx, msg, failure, call, body, elapsed)
+        if failure is None:
             return 200, body
-        assert failure is not None
-        if ctx.modern is None:
-            return 200, encode_failure(request_id, failure)
-        failure.code = modern_error_code(failure.code)
-        return http_status(failure.code), encode_failure(request_id, failure)
+        return (200 if ctx.modern is None else http_status(failure.code)), body
+
+    def _observe(self, ctx: CallContext, msg: Message, failure: ProtocolError | CallError | None,
+                 call: InFlight, body: bytes, elapsed: float) -> None:
+        """One record per audited call, to whoever observes (the audit log); never raises into the call."""
+        params = b"" if isinstance(msg.params, msgspec.UnsetType) else bytes(memoryview(msg.params))
+        if failure is None:
+            outcome = "tool_error" if b'"isError":true' in body else "ok"
+        elif isinstance(failure, UpstreamTimeout):
+            outcome = "timeout"
+        elif call.reason is not None or isinstance(failure, Stopped):
+            outcome = "cancelled"
+        else:
+            outcome = f"error {failure.code}"
+        session = ctx.session
+        client = session.client_info if session is not None else (ctx.modern.client_info if ctx.modern else None)
+        record = CallRecord(
+            time=time.time(), route=ctx.route.prefix, session=session.id if session is not None else None,
+            identity=ctx.identity, client=client.get("name") if isinstance(client, dict) else None,
+            method=str(msg.method), server=ctx.tool[0] if ctx.tool else None, name=_target(msg, ctx),
+            duration=elapsed, outcome=outcome, request_bytes=len(params), response_bytes=len(body),
+            arguments=_arguments(params), peer=ctx.peer)
+        for observe in self.observers:
+            try:
+                observe(record)
+            except Exception:  # an observer's bug must not fail the call it observes
+                log.exception("an observer of calls failed")
 
     def _count(self, ctx: CallContext, msg: Message, code: int | None, seconds: float) -> None:
         stats = self.stats
