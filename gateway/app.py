@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from . import logsafe, metrics
-from .config import GatewayConfig, ServerConfig, resolve_secret
+from .config import ConfigError, GatewayConfig, ServerConfig, resolve_secret
 from .dispatch import Dispatcher
 from .http import fdlimit
 from .http.mount import MountTable
@@ -28,8 +28,10 @@ from .transports.websocket import WebSocketTransport
 from .upstream.backend import Backend
 from .upstream.channel import Launcher
 from .upstream.connection import ChannelConnector
+from .upstream.http_peer import connector_for
 from .upstream.lifecycle import CallBackend, SessionBackend
 from .upstream.liveness import LivenessPolicy
+from .upstream.peer import Connector
 from .upstream.process import ProcessLauncher
 from .upstream.supervisor import ServerSupervisor
 
@@ -97,11 +99,7 @@ class Gateway:
         self.websocket = WebSocketTransport(self.dispatcher, self.sessions, max_message=limits.max_message,
                                             ping_interval=config.timeouts.ws_ping)
         for prefix, route in self.routes.items():
-            base = "" if prefix == "/" else prefix
-            self.mounts.mount(f"{base}/mcp", self.streamable.endpoint(route))
-            self.mounts.mount(f"{base}/sse", self.legacy_sse.stream_endpoint(route, f"{base}/message"))
-            self.mounts.mount(f"{base}/message", self.legacy_sse.message_endpoint())
-            self.mounts.mount(f"{base}/ws", self.websocket.endpoint(route))
+            self._mount_route(prefix, route)
         self.http = HTTPServer(self.mounts, host=self.host, port=self.port, limits=Limits(
             max_body=limits.max_body, max_header=limits.max_header, read_timeout=config.timeouts.read,
             idle_timeout=config.timeouts.idle, max_connections=self.descriptors.max_connections,
@@ -111,14 +109,32 @@ class Gateway:
         self.http.drain_hooks.append(self.legacy_sse.close_all)
         self.http.drain_hooks.append(self.websocket.close_all)
         self._nursery: trio.Nursery | None = None
+        self._page_size = page_size
+        self._backend_scopes: dict[int, trio.CancelScope] = {}  # id(backend) -> the scope it runs in
+        self._apply_lock = trio.Lock()
+        self.reloads = 0
 
-    def _backend(self, name: str, server: ServerConfig) -> Backend:
-        launcher = self._launcher(name, server)
-        start, call = self.config.start_timeout_for(name), self.config.call_timeout_for(name)
-        max_message = self.config.limits.max_message
-        ping_interval, ping_timeout = self.config.ping_for(name)
+    def _mount_route(self, prefix: str, route: Route) -> None:
+        base = "" if prefix == "/" else prefix
+        self.mounts.mount(f"{base}/mcp", self.streamable.endpoint(route))
+        self.mounts.mount(f"{base}/sse", self.legacy_sse.stream_endpoint(route, f"{base}/message"))
+        self.mounts.mount(f"{base}/message", self.legacy_sse.message_endpoint())
+        self.mounts.mount(f"{base}/ws", self.websocket.endpoint(route))
+
+    def _unmount_route(self, prefix: str) -> None:
+        base = "" if prefix == "/" else prefix
+        for endpoint in ("mcp", "sse", "message", "ws"):
+            self.mounts.unmount(f"{base}/{endpoint}")
+
+    def _backend(self, name: str, server: ServerConfig, config: GatewayConfig | None = None) -> Backend:
+        config = config or self.config
+        start, call = config.start_timeout_for(name), config.call_timeout_for(name)
+        max_message = config.limits.max_message
+        ping_interval, ping_timeout = config.ping_for(name)
         liveness = LivenessPolicy(ping_interval, ping_timeout, server.ping_after_timeouts)
-        connector = ChannelConnector(launcher, max_message=max_message, kind=server.kind)
+        connector: Connector = (connector_for(name, server, config) if server.kind == "remote" else
+                                ChannelConnector(self._launcher(name, server), max_message=max_message,
+                                                 kind=server.kind))
         offered = {k: v for k, v in OFFERED.items() if k in server.client_capabilities}
         common: dict[str, Any] = dict(
             on_change=self._catalog_changed, on_notification=self._upstream_notification,
@@ -139,7 +155,7 @@ class Gateway:
         if kind == "container":
             launcher: Launcher = self.sandbox.launcher(name, server)
             return launcher
-        raise GatewayError(f"servers.{name}.url: remote (HTTP) upstream servers are not supported yet")
+        raise GatewayError(f"servers.{name}: a {kind} server is not started by a launcher")
 
     async def run(self, *, serve_http: bool = True,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -163,7 +179,7 @@ class Gateway:
             self._nursery = nursery
             async with trio.open_nursery() as starting:
                 for supervisor in self.supervisors.values():
-                    starting.start_soon(nursery.start, supervisor.run)
+                    starting.start_soon(self._start_backend, supervisor)
             for route in self.routes.values():
                 route.rebuild()
             await nursery.start(self.sessions.run)
@@ -177,6 +193,122 @@ class Gateway:
                 log.info("MCP gateway listening on http://%s:%d (%s)", _host_for_url(self.host), port,
                          ", ".join(f"{p} -> {', '.join(r.servers)}" for p, r in self.routes.items()))
             task_status.started(port)
+
+    async def _start_backend(self, backend: Backend) -> None:
+        """Run a backend in the gateway's nursery, in a cancel scope of its own (a reload stops it
+        alone); returns after its first start attempt."""
+        assert self._nursery is not None
+        scope = trio.CancelScope()
+        self._backend_scopes[id(backend)] = scope
+
+        async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await backend.run(task_status=task_status)
+            finally:
+                self._backend_scopes.pop(id(backend), None)
+
+        await self._nursery.start(run)
+
+    async def apply(self, config: GatewayConfig) -> dict[str, Any]:
+        """Apply a new configuration to the running gateway: only the difference (hot reload).
+
+        New servers start; removed ones finish their calls in flight (within the shutdown grace),
+        then stop; changed ones restart (a new instance, containers too) while every other server
+        and every client session keeps running; routes and names update in one step and clients
+        get list_changed. A change that cannot be applied whole (settings that need a restart, a
+        server that cannot be built) raises :class:`GatewayError` and leaves everything as it was.
+        """
+        async with self._apply_lock:
+            old = self.config
+            fixed = _restart_needed(old, config)
+            if fixed:
+                raise GatewayError(f"{', '.join(fixed)} cannot change while the gateway runs: restart it for that")
+            added = [n for n in config.servers if n not in old.servers]
+            removed = [n for n in old.servers if n not in config.servers]
+            changed = [n for n in config.servers if n in old.servers and _server_changed(old, config, n)]
+            if self.sandbox is None and self._launcher_factory is None and any(
+                    config.servers[n].kind == "container" for n in added + changed):
+                from sandbox.gateway_bridge import SandboxRuntime  # Docker only when configured
+
+                sandbox = SandboxRuntime(self.host, self.port)
+                await sandbox.startup()
+                self.sandbox = sandbox
+            try:
+                fresh = {n: self._backend(n, config.servers[n], config) for n in added + changed}
+            except (ConfigError, OSError) as exc:
+                raise GatewayError(f"the new configuration cannot be applied: {exc}") from exc
+            async with trio.open_nursery() as starting:  # first start attempts, side by side
+                for backend in fresh.values():
+                    starting.start_soon(self._start_backend, backend)
+            # The swap: no await from here to the end of the routes, so no request sees half of it.
+            retired = [self.supervisors[n] for n in removed + changed]
+            for name in removed:
+                del self.supervisors[name]
+            self.supervisors.update(fresh)
+            self.config = config
+            self.mounts.policy = OriginPolicy(list(config.allowed_origins), self.host)
+            routes_changed = self._apply_routes(config)
+            for backend in retired:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._retire, backend)
+            self.reloads += 1
+            summary = {"added": added, "removed": removed, "changed": changed, "routes": routes_changed}
+            log.info("configuration applied: %s", ", ".join(f"{k} {v}" for k, v in summary.items() if v) or
+                     "nothing changed")
+            return summary
+
+    def _apply_routes(self, config: GatewayConfig) -> bool:
+        """Routes as the new config says (sessions keep their route objects); clients hear of changes."""
+        wanted = config.resolved_routes()
+        changed = set(wanted) != set(self.routes)
+        for prefix in [p for p in self.routes if p not in wanted]:
+            gone = self.routes.pop(prefix)
+            self._unmount_route(prefix)
+            for session in list(gone.sessions):
+                self.sessions.end(session)  # its route is gone
+            for listener in list(gone.listeners):
+                listener.close()
+        for prefix, names in wanted.items():
+            backends = [self.supervisors[n] for n in names]
+            prefixes = {n: config.name_prefix(prefix, n) for n in names}
+            found = self.routes.get(prefix)
+            if found is None:
+                self.routes[prefix] = fresh_route = Route(prefix, backends, config.tool_separator, self._page_size,
+                                                          prefixes)
+                self._mount_route(prefix, fresh_route)
+                continue
+            route = found
+            if list(route.servers) != names or route.name_prefixes != prefixes or \
+                    route.separator != config.tool_separator or any(route.servers[n] is not b for n, b in
+                                                                    zip(names, backends, strict=True)):
+                changed = True
+            route.reconfigure(backends, config.tool_separator, prefixes)
+            self._announce(route)
+        return changed
+
+    def _announce(self, route: Route) -> None:
+        """Rebuild a route's catalog and tell its clients what changed (list_changed)."""
+        for method in route.rebuild():
+            data = jsonrpc.encode(jsonrpc.notification(method))
+            for session in route.sessions:
+                session.push(data)
+            for listener in route.listeners:
+                if listener.wants(method):
+                    listener.notify(method)
+
+    async def _retire(self, backend: Backend) -> None:
+        """A server a reload removed or replaced: its calls in flight finish (within the shutdown
+        grace), then it stops, and its instances and containers with it."""
+        grace = self.config.timeouts.shutdown_grace
+        with trio.move_on_after(grace):
+            # Polled: the backends count calls, they do not signal "idle" (a reload is rare).
+            while backend.statistics().inflight:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        scope = self._backend_scopes.get(id(backend))
+        if scope is not None:
+            scope.cancel()
+        log.info("%s: the old instance stopped (reload)", backend.name)
 
     async def shutdown(self) -> None:
         """Two phases: stop accepting and drain within ``timeouts.shutdown_grace``, then stop all."""
@@ -200,15 +332,8 @@ class Gateway:
     # -- events from upstreams -------------------------------------------------------------
     def _catalog_changed(self, server: str) -> None:
         for route in self.routes.values():
-            if server not in route.servers:
-                continue
-            for method in route.rebuild():
-                data = jsonrpc.encode(jsonrpc.notification(method))
-                for session in route.sessions:
-                    session.push(data)
-                for listener in route.listeners:
-                    if listener.wants(method):
-                        listener.notify(method)
+            if server in route.servers and route.servers[server] is self.supervisors.get(server):
+                self._announce(route)
 
     def _upstream_notification(self, server: str, msg: Message, origins: list[Any]) -> None:
         method = msg.method
@@ -262,6 +387,30 @@ class Gateway:
             "sessions": len(self.sessions),
         })
         await responder.send(200, [(b"content-type", b"application/json")], body)
+
+
+#: What a reload may change while the gateway runs: everything else needs a restart.
+_LIVE = frozenset({"servers", "routes", "tool_separator", "allowed_origins", "log_level", "timeouts", "remote"})
+#: Timeouts a reload applies (through the servers they belong to); the others are fixed at start.
+_LIVE_TIMEOUTS = frozenset({"call", "start", "ping_interval", "ping_timeout"})
+
+
+def _restart_needed(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """The settings that differ but can only change with a restart (key paths)."""
+    fixed = [f for f in old.__struct_fields__ if f not in _LIVE and getattr(old, f) != getattr(new, f)]
+    fixed += [f"timeouts.{f}" for f in old.timeouts.__struct_fields__
+              if f not in _LIVE_TIMEOUTS and getattr(old.timeouts, f) != getattr(new.timeouts, f)]
+    return fixed
+
+
+def _server_changed(old: GatewayConfig, new: GatewayConfig, name: str) -> bool:
+    """Whether a server must restart: its own settings, or the effective ones it takes from the gateway."""
+    if old.servers[name] != new.servers[name]:
+        return True
+    if (old.start_timeout_for(name), old.call_timeout_for(name), old.ping_for(name)) != \
+            (new.start_timeout_for(name), new.call_timeout_for(name), new.ping_for(name)):
+        return True
+    return old.servers[name].kind == "remote" and getattr(old, "remote", None) != getattr(new, "remote", None)
 
 
 def _host_for_url(host: str) -> str:

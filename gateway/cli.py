@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -56,10 +58,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 await gateway.shutdown()
                 nursery.cancel_scope.cancel()
 
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            reloading = trio.Lock()
+
+            async def reload(why: str) -> None:
+                async with reloading:
+                    await reload_from_file(gateway, args.config, why)
+
+            if not args.no_watch:
+                nursery.start_soon(watch_file, args.config, reload)
+
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                 draining = False
                 async for signum in signals:
-                    if not draining:
+                    if signum == signal.SIGHUP:
+                        nursery.start_soon(reload, "SIGHUP")
+                    elif not draining:
                         log.info("received %s: draining (send it again to stop at once)",
                                  signal.Signals(signum).name)
                         draining = True
@@ -76,6 +89,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     log.info("stopped")
     return 0
+
+
+async def reload_from_file(gateway: Any, path: str, why: str) -> bool:
+    """Read the config file again and apply the difference; an invalid change is refused whole (the
+    running config stays), with the reason in the log. True if it was applied."""
+    from .app import GatewayError
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        log.error("reload (%s) refused, the running configuration stays: %s", why, exc)
+        return False
+    try:
+        summary = await gateway.apply(config)
+    except GatewayError as exc:
+        log.error("reload (%s) refused, the running configuration stays: %s", why, exc)
+        return False
+    log.info("reload (%s) applied: %s", why, summary)
+    return True
+
+
+async def watch_file(path: str, on_change: Callable[[str], Awaitable[None]], interval: float = 1.0) -> None:
+    """Call ``on_change`` when the file's modification time or size changes (polled: no inotify in trio)."""
+    def stamp() -> tuple[float, int] | None:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return info.st_mtime, info.st_size
+
+    last = await trio.to_thread.run_sync(stamp)
+    while True:
+        await trio.sleep(interval)
+        now = await trio.to_thread.run_sync(stamp)
+        if now is not None and now != last:
+            last = now
+            await on_change("the config file changed")
 
 
 def cmd_stdio(args: argparse.Namespace) -> int:
@@ -160,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", help="listen address (default: listen.host, 127.0.0.1)")
     run.add_argument("--port", type=int, help="listen port (default: listen.port, 8080)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--no-watch", action="store_true",
+                     help="do not reload when the config file changes (SIGHUP still reloads)")
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate the config, start each server once and print the tool table")
     check.add_argument("--config", required=True)

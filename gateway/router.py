@@ -81,6 +81,14 @@ class Route:
         cats = [(name, s.catalog) for name, s in self.servers.items() if s.catalog is not None]
         return aggregate(cats, self.separator, next(self._version), self.name_prefixes)
 
+    def reconfigure(self, servers: list[Backend], separator: str, name_prefixes: dict[str, str | None]) -> None:
+        """Serve another set of servers (a reload); callers then :meth:`rebuild`. No await: one step."""
+        self.servers = {s.name: s for s in servers}
+        self.separator = separator
+        self.name_prefixes = name_prefixes
+        self.server_info = {**self.server_info, "title": f"MCP gateway ({', '.join(self.servers)})"}
+        self.server_meta = modern.server_info_meta(self.server_info)
+
     def rebuild(self) -> list[str]:
         """Recompute the aggregate; returns the list_changed notifications that apply."""
         old, self.catalog = self.catalog, self._build()

@@ -27,6 +27,9 @@ class MountTable:
             raise ValueError(f"{path} is mounted twice")
         self._handlers[path] = handler
 
+    def unmount(self, path: str) -> None:
+        self._handlers.pop(path, None)
+
     @property
     def paths(self) -> list[str]:
         return sorted(self._handlers)
