@@ -17,6 +17,7 @@ import trio
 
 from gateway.app import GatewayError
 from tests.helpers import PY, ROOT, HTTPClient, config, free_port, running_gateway, sdk_server, time_server
+from tests.test_hostile_client import _log_file
 
 
 async def tools(http: HTTPClient, session: str, path: str = "/mcp") -> set[str]:
@@ -168,7 +169,7 @@ async def test_the_cli_reloads_on_sighup_and_when_the_file_changes(tmp_path: Pat
     _write(cfg, {"a": sdk_server("a")})
     port = free_port()
     log_path = tmp_path / "gw.log"
-    with open(log_path, "wb") as log_file:
+    with _log_file(log_path) as log_file:
         proc = await trio.lowlevel.open_process(
             [str(Path(PY).with_name("mcp-gateway")), "run", "--config", str(cfg), "--port", str(port)],
             stderr=log_file, cwd=str(ROOT))
