@@ -33,6 +33,9 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from .upstream import ssrf
+from .upstream.ssrf import HostGuard
+
 __all__ = [
     "Admin",
     "ConfigError",
@@ -41,6 +44,7 @@ __all__ = [
     "Limits",
     "Listen",
     "Mount",
+    "Remote",
     "RouteConfig",
     "SecretError",
     "ServerConfig",
@@ -255,6 +259,8 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     cap_add: list[str] = []
     restart_backoff: Duration = 0.5
     restart_backoff_max: PositiveDuration = 30.0
+    # Whether /ready waits for this server (false: the gateway is ready without it)
+    required: bool = True
     # Liveness overrides (None: timeouts.ping_interval / ping_timeout), and how many call
     # timeouts in a row make the gateway ping the server at once, whatever else is in flight.
     ping_interval: Duration | None = None
@@ -270,6 +276,12 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     # How clients see this server's tool and prompt names: None follows the route (true: the
     # server's name), false serves them unchanged, a string prefixes that instead of the name.
     prefix: bool | str | None = None
+    # Remote servers (url): the wire, and the only credentials the server gets (never the client's).
+    transport: Literal["streamable-http", "sse", "auto"] = "streamable-http"
+    headers: dict[str, str] = {}  # sent with every request (check prints the names only)
+    bearer: str | None = None  # "env:NAME" or "file:/abs/path": Authorization: Bearer <it>, read at start
+    ca_file: str | None = None  # a PEM CA bundle trusted besides the system's (TLS is always verified)
+    connect_timeout: PositiveDuration = 10.0  # a TCP connect and TLS handshake
 
     @property
     def kind(self) -> Literal["process", "container", "remote"]:
@@ -289,6 +301,14 @@ class Metrics(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
 
     enabled: bool = True  # counting on the hot path (off: nothing is counted; for comparisons)
     data_plane: bool = False  # also serve GET /metrics on the data plane's listener
+
+
+class Remote(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Where remote (url) servers may be: the SSRF guard (gateway/upstream/ssrf.py). Loopback and
+    private addresses are allowed; link-local and cloud metadata addresses are not."""
+
+    allow_hosts: list[str] | None = None  # host names (*.example.com), addresses or CIDRs; None: any
+    allow_link_local: bool = False  # 169.254.0.0/16, fe80::/10 and the cloud metadata endpoints
 
 
 class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -314,6 +334,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     admin: Admin = msgspec.field(default_factory=Admin)
     metrics: Metrics = msgspec.field(default_factory=Metrics)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    remote: Remote = msgspec.field(default_factory=Remote)
 
     def resolved_routes(self) -> dict[str, list[str]]:
         """Route path -> server names, with the default ``{"/": all servers}`` applied."""
@@ -495,11 +516,31 @@ def _gateway(data: object) -> GatewayConfig:
     a, listen = base.admin, base.listen
     if a.enabled and a.port and a.port == listen.port and a.host == listen.host:
         raise _Invalid("admin.port", f"same address as listen ({listen.host}:{listen.port})")
+    guard = _remote_guard(base.remote)
+    for name, server in servers.items():
+        if server.kind == "remote":
+            refused = guard.check_host(urlsplit(server.url or "").hostname or "")
+            if refused is not None:  # decided by the URL alone; names are checked again when connecting
+                raise _Invalid(f"{key}.{name}.url", f"refused by the SSRF guard: {refused}")
     routes = _routes(data.get("routes"), servers)
     config: GatewayConfig = msgspec.structs.replace(
         base, servers=servers, routes=routes, allowed_origins=origins
     )
     return config
+
+
+def _remote_guard(remote: Remote) -> HostGuard:
+    """The SSRF guard of ``remote:``, each entry checked (errors name remote.allow_hosts[i])."""
+    for i, entry in enumerate(remote.allow_hosts or []):
+        try:
+            parsed = ssrf.parse_entry(entry)
+        except ValueError as e:
+            raise _Invalid(f"remote.allow_hosts[{i}]", str(e)) from None
+        if not isinstance(parsed, str) and not remote.allow_link_local and any(
+                parsed.overlaps(net) for net in ssrf.LINK_LOCAL if net.version == parsed.version):
+            raise _Invalid(f"remote.allow_hosts[{i}]", f"{entry} is link-local; set remote.allow_link_local: "
+                                                       "true to allow link-local and metadata addresses")
+    return HostGuard.build(remote.allow_hosts, remote.allow_link_local)
 
 
 # ---------------------------------------------------------------- servers
@@ -508,6 +549,14 @@ _CONTAINER_KEYS: Final = (
     "limits", "network", "mounts", "user", "allow_root", "read_only", "tmpfs_size", "cap_add", "seccomp",
 )  # fmt: skip
 _CLAUDE_KEYS: Final = ("command", "args", "env", "type")
+_REMOTE_KEYS: Final = ("transport", "headers", "bearer", "ca_file", "connect_timeout")
+# Headers the gateway sets itself on requests to a remote server (or that would break HTTP framing).
+_OWN_HEADERS: Final = frozenset({
+    "host", "content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "accept",
+    "accept-encoding", "te", "upgrade", "expect", "keep-alive", "proxy-authorization", "mcp-session-id",
+    "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "authorization"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_REF = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|file:/.+")
 _USER = re.compile(r"[a-zA-Z0-9_.-]+(?::[a-zA-Z0-9_.-]+)?")
@@ -540,6 +589,9 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
         raw = {k: v for k, v in raw.items() if k != "type"}
     if type(raw.get("user")) is int:  # YAML reads `user: 1000` as an integer
         raw = {**raw, "user": str(raw["user"])}
+    if "timeout" in raw:
+        raise _Invalid(f"{path}.timeout", "unknown key: use call_timeout (each call), start_timeout (start and "
+                                          "initialize) or, for a url server, connect_timeout")
     s = _struct(raw, ServerConfig, path)
 
     def bad(key: str, message: str) -> _Invalid:
@@ -552,6 +604,8 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
         raise bad("", "set only one of command (a local process) and url (a remote server)")
     if not set_:
         raise bad("", "set command (a local process), image (a container) or url (a remote server)")
+    if s.kind == "container" and (remote_keys := [k for k in _REMOTE_KEYS if k in raw]):
+        raise bad(remote_keys[0], "only applies to remote servers (set url)")
     if s.kind == "container":
         if not s.image or not s.image.strip():
             raise bad("image", "must not be empty")
@@ -565,16 +619,18 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
         loose = [k for k in _CONTAINER_KEYS if k in raw]
         if s.kind == "remote":
             # lifecycle and pool apply to processes too (a process per session or per call).
-            lifecycle = ["pool"] if s.pool else []
-            lifecycle += ["lifecycle"] if s.lifecycle != "shared" else []
-            for key in ("args", "env", "cwd", *loose, *lifecycle):
+            for key in ("args", "env", "cwd", "secrets", *loose):
                 if key in raw:
-                    raise bad(key, "does not apply to remote servers (url)")
-            if not re.fullmatch(r"https?://\S+", s.url or ""):
+                    hint = " (its credentials are bearer and headers)" if key in ("env", "secrets") else ""
+                    raise bad(key, f"does not apply to remote servers (url){hint}")
+            if not re.fullmatch(r"https?://\S+", s.url or "") or not urlsplit(s.url or "").hostname:
                 # Not echoed: a URL may carry credentials.
                 raise bad("url", "expected an http:// or https:// URL")
+            _check_remote(s, bad)
         elif loose:
             raise bad(loose[0], "only applies to container servers (set image)")
+        elif remote := [k for k in _REMOTE_KEYS if k in raw]:
+            raise bad(remote[0], "only applies to remote servers (set url)")
         elif not s.argv() or not s.argv()[0].strip():
             raise bad("command", "must not be empty")
     for name in s.env:
@@ -614,6 +670,22 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
         raise bad("restart_backoff_max", f"must be >= restart_backoff ({format_duration(s.restart_backoff)})")
     server: ServerConfig = msgspec.structs.replace(s, cap_add=caps)
     return server
+
+
+def _check_remote(s: ServerConfig, bad: Callable[[str, str], _Invalid]) -> None:
+    """A remote server's own keys: headers it may be sent, its bearer reference, its CA file."""
+    for name, value in s.headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise bad(f"headers.{name}", "invalid header name")
+        if name.lower() in _OWN_HEADERS or name.lower().startswith("mcp-param-"):
+            hint = "use bearer (a secret reference)" if name.lower() == "authorization" else "the gateway sets it"
+            raise bad(f"headers.{name}", f"not allowed here: {hint}")
+        if not _HEADER_VALUE.fullmatch(value):  # never echoed: it may be a key
+            raise bad(f"headers.{name}", "invalid header value (printable ASCII only; value not shown)")
+    if s.bearer is not None and not _SECRET_REF.fullmatch(s.bearer):  # never echoed: it may be the token
+        raise bad("bearer", "must be 'env:NAME' or 'file:/absolute/path' (value not shown)")
+    if s.ca_file is not None and not s.ca_file.startswith("/"):
+        raise bad("ca_file", f"must be an absolute path, got {s.ca_file!r}")
 
 
 def _origin(value: str, path: str) -> str:
@@ -865,6 +937,10 @@ def describe(config: GatewayConfig) -> str:
         f"{fd(t.session_idle)}, shutdown grace {fd(t.shutdown_grace)}, server start {fd(t.start)}",
         f"liveness: ping idle servers every {fd(t.ping_interval) if t.ping_interval else 'never'}, "
         f"answer within {fd(t.ping_timeout)}",
+        f"remote servers: hosts {', '.join(config.remote.allow_hosts) if config.remote.allow_hosts is not None else 'any'}"
+        f" (loopback and private addresses allowed), link-local and cloud metadata "
+        f"{'ALLOWED' if config.remote.allow_link_local else 'refused'}; TLS verified, redirects refused, "
+        "client credentials never forwarded",
         f"servers ({len(config.servers)}):",
     ]
     for name, s in config.servers.items():
@@ -880,6 +956,13 @@ def describe(config: GatewayConfig) -> str:
             # A URL may carry credentials (user:token@, ?api_key=): show only where it points.
             u = urlsplit(s.url or "")
             lines.append(f"    url: {u.scheme}://{u.hostname or ''}{f':{u.port}' if u.port else ''}{u.path}")
+            lines.append(f"    transport: {s.transport}; lifecycle: {s.lifecycle}, pool {s.pool}, max instances "
+                         f"{s.max_instances}; connect timeout {fd(s.connect_timeout)}")
+            credentials = [*s.headers] + ([f"Authorization (bearer from {s.bearer.partition(':')[0]})"]
+                                          if s.bearer else [])
+            lines.append(f"    sends: {', '.join(credentials) or 'no credentials'} (header names only)")
+            if s.ca_file:
+                lines.append(f"    extra CA bundle: {s.ca_file}")
         if s.env:
             lines.append(f"    env: {', '.join(s.env)}")
         if s.secrets:

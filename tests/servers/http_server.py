@@ -1,0 +1,197 @@
+"""An MCP server of the official SDK served over HTTP on 127.0.0.1 by uvicorn (the SDK's own app).
+
+``python tests/servers/http_server.py --transport streamable-http|sse [--port N] [options]``
+
+Prints ``LISTENING <port>`` on stdout once it accepts connections. Options:
+
+- ``--legacy-only``: answer a 2026-07-28 request (``MCP-Protocol-Version: 2026-07-28``) as a server
+  from before that revision does (400, no session), so a client must use the handshake;
+- ``--record FILE``: append one JSON line per HTTP request (method, path, headers) to FILE;
+- ``--redirect HOST``: answer every request with ``307`` to the same path on HOST;
+- ``--name NAME``: the server's name.
+
+Tools: ``add``, ``echo``, ``whoami`` (process id), ``sleep`` (a cancellation is written in the
+ledger), ``ledger`` (JSON: the sleeps cancelled, in order), ``huge`` (a text of ``size`` bytes),
+``sample`` and ``ask`` (a sampling request on the call's own stream), ``roots`` (a roots request on
+the session's standalone stream), ``clarify`` (the same through ``Resolve``: sent mid-call in the
+handshake era, batched into an ``InputRequiredResult`` in 2026-07-28), ``notify_change`` (adds a
+tool and sends ``tools/list_changed`` on the standalone stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import warnings
+from typing import Annotated, Any
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resolve import Resolve, Sample
+from mcp_types import CreateMessageResult, SamplingMessage, TextContent
+
+warnings.simplefilter("ignore")  # the SDK marks sampling and roots deprecated in 2026-07-28
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
+parser.add_argument("--port", type=int, default=0)
+parser.add_argument("--name", default="remote")
+parser.add_argument("--legacy-only", action="store_true")
+parser.add_argument("--record")
+parser.add_argument("--redirect")
+args = parser.parse_args()
+
+server = MCPServer(args.name, instructions="A remote test server.")
+cancelled: list[str] = []
+
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@server.tool()
+def whoami() -> str:
+    """The server's process id."""
+    return str(os.getpid())
+
+
+@server.tool()
+async def sleep(seconds: float, tag: str = "") -> str:
+    """Sleep, then answer; a cancellation is written in the ledger (under ``tag``)."""
+    try:
+        await anyio.sleep(seconds)
+    except anyio.get_cancelled_exc_class():
+        cancelled.append(tag)
+        raise
+    return f"slept {seconds:g}"
+
+
+@server.tool()
+def ledger() -> str:
+    """The tags of the sleeps that were cancelled, in order (JSON)."""
+    return json.dumps({"cancelled": cancelled})
+
+
+@server.tool()
+def huge(size: int) -> str:
+    """A text of ``size`` bytes."""
+    return "x" * size
+
+
+async def _sample(ctx: Context, prompt: str) -> str:
+    message = SamplingMessage(role="user", content=TextContent(type="text", text=prompt))
+    result = await ctx.session.create_message([message], max_tokens=16, related_request_id=ctx.request_id)
+    content = result.content
+    return content.text if isinstance(content, TextContent) else str(content)
+
+
+@server.tool()
+async def sample(prompt: str, ctx: Context) -> str:
+    """Ask the client's model (sampling/createMessage on this call's stream); returns its text."""
+    return await _sample(ctx, prompt)
+
+
+@server.tool()
+async def ask(prompt: str, delay: float, ctx: Context) -> str:
+    """Wait ``delay`` seconds, then sample like ``sample`` (two clients' calls overlap this way)."""
+    await anyio.sleep(delay)
+    return await _sample(ctx, prompt)
+
+
+@server.tool()
+async def roots(ctx: Context) -> str:
+    """The client's roots (roots/list on the session's standalone stream), as JSON."""
+    result = await ctx.session.list_roots()
+    return json.dumps([str(r.uri) for r in result.roots])
+
+
+def _clarifying(prompt: str) -> Sample:
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text=prompt))], max_tokens=16)
+
+
+@server.tool()
+async def clarify(prompt: str, answer: Annotated[CreateMessageResult, Resolve(_clarifying)]) -> str:
+    """Sample through Resolve: mid-call in the handshake era, an InputRequiredResult in 2026-07-28."""
+    content = answer.content
+    return f"clarified: {content.text if isinstance(content, TextContent) else content}"
+
+
+@server.tool()
+async def notify_change(name: str, ctx: Context) -> str:
+    """Add a tool ``name`` and announce it with tools/list_changed."""
+
+    def extra() -> str:
+        return f"I am {name}"
+
+    server.add_tool(extra, name=name, description="added at runtime")
+    await ctx.session.send_tool_list_changed()
+    return f"added {name}"
+
+
+def _wrap(app: Any) -> Any:
+    """The SDK's app behind the test's options (recording, redirects, refusing 2026-07-28)."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if args.record:
+            _record({"method": scope["method"], "path": scope["path"], "headers": headers})
+        if args.redirect:
+            await _respond(send, 307, b"", [(b"location", f"http://{args.redirect}{scope['path']}".encode())])
+            return
+        if args.legacy_only and scope["method"] == "POST" and headers.get("mcp-protocol-version") == "2026-07-28":
+            body = json.dumps({"jsonrpc": "2.0", "id": None,
+                               "error": {"code": -32600, "message": "Bad Request: Missing session ID"}})
+            await _respond(send, 400, body.encode(), [(b"content-type", b"application/json")])
+            return
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+def _record(entry: dict[str, Any]) -> None:
+    with open(args.record, "a", encoding="utf-8") as f:  # one short line: written before the request goes on
+        f.write(json.dumps(entry) + "\n")
+
+
+async def _respond(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    app = server.sse_app() if args.transport == "sse" else server.streamable_http_app()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(128)
+    config = uvicorn.Config(_wrap(app), log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    userver = uvicorn.Server(config)
+    original_startup = userver.startup
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await original_startup(sockets=sockets)
+        sys.stdout.write(f"LISTENING {sock.getsockname()[1]}\n")
+        sys.stdout.flush()
+
+    userver.startup = startup  # type: ignore[method-assign]
+    userver.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
