@@ -925,7 +925,7 @@ class HttpPeer:
                 if last_id is not None:
                     headers["last-event-id"] = last_id
                 try:
-                    async with self._stream("GET", headers, timeout=_GET_READ_TIMEOUT) as response:
+                    async with self._stream("GET", headers, timeout=_GET_READ_TIMEOUT, background=True) as response:
                         status = response.status_code
                         if status == 405:
                             log.debug("%s: the server offers no GET stream", self.name)
@@ -1003,11 +1003,13 @@ class HttpPeer:
 
     @asynccontextmanager
     async def _stream(self, method: str, headers: dict[str, str], body: bytes | None = None, *,
-                      url: str | None = None, timeout: float | None = None) -> AsyncIterator[httpx2.Response]:
+                      url: str | None = None, timeout: float | None = None,
+                      background: bool = False) -> AsyncIterator[httpx2.Response]:
         """One HTTP request, its response streamed; redirects refused; transport errors mapped.
 
         A connection that cannot be made is retried a few times quickly; then the server is
-        unreachable and the peer ends (its owner restarts it with backoff)."""
+        unreachable and the peer ends (its owner restarts it with backoff), unless the request
+        is a ``background`` one (the GET stream reconnects on its own)."""
         request = self._client.build_request(method, url or self._url, headers=headers, content=body,
                                              timeout=httpx2.Timeout(self._client.timeout.connect, read=timeout,
                                                                     write=None, pool=None))
@@ -1016,10 +1018,13 @@ class HttpPeer:
                 response = await self._client.send(request, stream=True, follow_redirects=False)
                 break
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
-                if isinstance(exc.__cause__, HostRefused) or pause is None:
-                    reason = f"server {self.name!r} is unreachable at {self._where}: {exc or type(exc).__name__}"
-                    if isinstance(exc.__cause__, HostRefused):
-                        reason = f"server {self.name!r}: {self._where} {exc}"
+                refused, tls = isinstance(exc.__cause__, HostRefused), _tls_failure(exc)
+                reason = (f"server {self.name!r}: {self._where} {exc}" if refused else
+                          f"server {self.name!r}: TLS with {self._where} failed: {tls}" if tls else
+                          f"server {self.name!r} is unreachable at {self._where}: {_describe(exc)}")
+                if background and not refused:
+                    raise CallError(UPSTREAM_UNAVAILABLE, reason) from None
+                if refused or tls or pause is None:  # (a refusal or a certificate does not change in a second)
                     log.warning("%s", reason)
                     self.abort(reason)
                     raise UpstreamGone(reason) from None
@@ -1066,6 +1071,29 @@ def _protocol_version(result: Raw) -> str:
     except jsonrpc.DECODE_FAILURES:
         version = None
     return version if isinstance(version, str) and version in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[-1]
+
+
+def _describe(exc: BaseException) -> str:
+    """The most specific words in an exception chain (httpcore wraps errors in empty ones)."""
+    words, seen = "", 0
+    cursor: BaseException | None = exc
+    while cursor is not None and seen < 10:
+        if str(cursor):
+            words = str(cursor)
+        cursor, seen = cursor.__cause__ or cursor.__context__, seen + 1
+    return words or type(exc).__name__
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """What TLS said, if an exception chain holds a TLS failure (a bad certificate, mostly)."""
+    cursor: BaseException | None = exc
+    for _ in range(10):
+        if cursor is None:
+            return None
+        if isinstance(cursor, ssl.SSLError):
+            return str(cursor)
+        cursor = cursor.__cause__ or cursor.__context__
+    return None
 
 
 def _content_type(response: httpx2.Response) -> str:
