@@ -10,7 +10,7 @@ import trio
 
 from . import logsafe, metrics
 from .config import ConfigError, GatewayConfig, ServerConfig, resolve_secret
-from .dispatch import Dispatcher
+from .dispatch import CallRecord, Dispatcher
 from .http import fdlimit
 from .http.mount import MountTable
 from .http.policy import OriginPolicy
@@ -36,6 +36,7 @@ from .upstream.process import ProcessLauncher
 from .upstream.supervisor import ServerSupervisor
 
 log = logging.getLogger("mcp_gateway")
+access_log = logging.getLogger("mcp_gateway.access")
 
 DEFAULT_PAGE_SIZE = 1000
 class GatewayError(Exception):
@@ -50,6 +51,15 @@ def process_launcher(name: str, server: ServerConfig) -> Launcher:
     for key, ref in server.secrets.items():
         env[key] = resolve_secret(ref, where=f"servers.{name}.secrets.{key}")
     return ProcessLauncher(name, server.argv(), env, server.cwd)
+
+
+def _log_call(record: CallRecord) -> None:
+    """The access log (at debug): one line per audited call, with its context for JSON logs."""
+    access_log.debug("%s %s %s: %s in %.1f ms", record.method, record.server, logsafe.clean(str(record.name), 200),
+                     record.outcome, record.duration * 1000,
+                     extra={"route": record.route, "session": record.session and record.session[:8],
+                            "server": record.server, "tool": record.name, "method": record.method,
+                            "peer": record.peer, "identity": record.identity})
 
 
 class Gateway:
@@ -85,12 +95,16 @@ class Gateway:
         self.descriptors = fdlimit.budget(limits.max_connections, instances)
         self.dispatcher = Dispatcher(self.router, max_inflight=limits.max_inflight_per_session)
         self.dispatcher.track_sessions(lambda: self.sessions)
+        if access_log.isEnabledFor(logging.DEBUG):  # decided once: at other levels calls cost no record
+            self.dispatcher.observers.append(_log_call)
         self.modern = ModernFront(self.dispatcher)
         self.streamable = StreamableHTTP(self.dispatcher, self.sessions, self.modern)
         self.dispatcher.stats.enabled = config.metrics.enabled
         self.mounts = MountTable(OriginPolicy(list(config.allowed_origins), self.host),
                                  on_reject=self.dispatcher.stats.reject)
         self.mounts.mount("/healthz", self._healthz)
+        self.mounts.mount("/health", self._health)
+        self.mounts.mount("/ready", self._ready)
         self.metrics = metrics.registry_for(self)
         self.stdio_clients = 0  # the stdio front's one client, when it runs
         if config.metrics.data_plane:
@@ -372,6 +386,24 @@ class Gateway:
             return
         body, content_type = metrics.render(self.metrics, request.header(b"accept"))
         await responder.send(200, [(b"content-type", content_type)], body)
+
+    async def _health(self, request: Request, responder: Responder) -> None:
+        """Live: the process serves HTTP (nothing else is looked at: it must stay cheap)."""
+        await responder.send(200, [(b"content-type", b"application/json")], b'{"status":"live"}')
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Ready when every required server is; else the reasons, by server."""
+        waiting = {name: backend.last_error or backend.state for name, backend in self.supervisors.items()
+                   if self.config.servers[name].required and backend.state != "ready"}
+        if self.http.draining:
+            waiting["gateway"] = "shutting down"
+        return not waiting, waiting
+
+    async def _ready(self, request: Request, responder: Responder) -> None:
+        """Ready: 200 when every required server is ready, else 503 with the reasons."""
+        ready, waiting = self.readiness()
+        body = jsonrpc.encoder.encode({"status": "ready" if ready else "not ready", "waiting": waiting})
+        await responder.send(200 if ready else 503, [(b"content-type", b"application/json")], body)
 
     async def _healthz(self, request: Request, responder: Responder) -> None:
         if request.method not in (b"GET", b"HEAD"):

@@ -18,9 +18,10 @@ from .config import ConfigError, GatewayConfig, describe, load_config
 log = logging.getLogger("mcp_gateway")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from . import logfmt
+
+    logfmt.setup(level, fmt)
 
 
 def _load(path: str) -> GatewayConfig:
@@ -36,7 +37,7 @@ def _load(path: str) -> GatewayConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    _setup_logging(args.log_level or config.log_level)
+    _setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
     from .app import Gateway, GatewayError
 
     try:
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", help="listen address (default: listen.host, 127.0.0.1)")
     run.add_argument("--port", type=int, help="listen port (default: listen.port, 8080)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", choices=["text", "json"], help="default: log_format, text")
     run.add_argument("--no-watch", action="store_true",
                      help="do not reload when the config file changes (SIGHUP still reloads)")
     run.set_defaults(func=cmd_run)

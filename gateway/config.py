@@ -334,6 +334,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     admin: Admin = msgspec.field(default_factory=Admin)
     metrics: Metrics = msgspec.field(default_factory=Metrics)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, with route/session/server/tool
     remote: Remote = msgspec.field(default_factory=Remote)
 
     def resolved_routes(self) -> dict[str, list[str]]:
@@ -923,7 +924,7 @@ def describe(config: GatewayConfig) -> str:
     lines = [
         f"listen: {config.listen.host}:{config.listen.port}",
         f"admin: {admin}",
-        f"log level: {config.log_level}",
+        f"log level: {config.log_level}, format {config.log_format}",
         f"tool names: <server>{sep}<tool>",
         f"allowed origins: localhost{', ' + origins if origins else ' only'}",
         f"limits: body {fs(lim.max_body)}, header {fs(lim.max_header)}, upstream message "

@@ -102,11 +102,12 @@ class PeerLog:
             self._tokens -= 1.0
             self._logged += 1
             unreported, self._unreported = self._unreported, 0
+        context = {"server": self.source}  # for structured (JSON) logs
         if unreported:
             self._logger.warning("[%s] %d line(s) dropped: more than %g lines/s (burst %d)",
-                                 self.source, unreported, self._rate, int(self._burst))
+                                 self.source, unreported, self._rate, int(self._burst), extra=context)
         prefix = f"[{self.source}] {what}" if what else f"[{self.source}] "
-        self._logger.log(level, "%s%s", prefix, clean(text, self._line_limit))
+        self._logger.log(level, "%s%s", prefix, clean(text, self._line_limit), extra=context)
         return True
 
 

@@ -30,6 +30,9 @@ NAMES = (
     "mcp_pool_available", "mcp_upstream_inflight", "mcp_rejected_total", "mcp_upstream_log_dropped_total",
 )
 
+#: Refusal reasons exposed from the start (at 0), so rate() and alerts see a series before the first one.
+REJECTION_REASONS = ("408", "413", "429", "431", "503", "origin", "host", "per_peer_connections")
+
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], hist: Histogram) -> None:
     family.add_metric(labels, hist.cumulative(), sum_value=hist.total)
@@ -65,7 +68,11 @@ class GatewayCollector(Collector):
         yield tool_time
         rejected = CounterMetricFamily("mcp_rejected", "Requests and connections refused, by reason",
                                        labels=["reason"])
-        for reason, count in sorted({**gw.http.stats.rejected, **stats.rejected}.items()):
+        reasons = dict.fromkeys(REJECTION_REASONS, 0)
+        for source in (gw.http.stats.rejected, stats.rejected):  # the same reason can come from both
+            for reason, count in source.items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        for reason, count in sorted(reasons.items()):
             rejected.add_metric([reason], count)
         yield rejected
 

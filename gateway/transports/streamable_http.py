@@ -135,7 +135,8 @@ class StreamableHTTP:
         body = jsonrpc.encode(jsonrpc.result(msg.id, Raw(jsonrpc.encoder.encode(  # type: ignore[arg-type]
             route.initialize_result(version)))))
         client = session.client_info.get("name") if isinstance(session.client_info, dict) else None
-        log.info("session %s… initialized (%s, client %s)", session.id[:8], version, logsafe.clean(str(client), 100))
+        log.info("session %s… initialized (%s, client %s)", session.id[:8], version, logsafe.clean(str(client), 100),
+                 extra={"route": route.prefix, "session": session.id[:8], "peer": request.peer})
         await responder.send(200, [*JSON_HEADERS, (b"mcp-session-id", session.id.encode())], body)
 
     async def _request(self, ctx: CallContext, msg: Message, responder: Responder, accepts_json: bool,

@@ -74,7 +74,7 @@ class ServerSupervisor(BackendBase):
                     delay = self._backoff
                 self.state = "backoff" if ready else "failed"
                 self.backoff_delay = delay
-                log.info("%s: restarting in %.1fs", self.name, delay)
+                log.info("%s: restarting in %.1fs", self.name, delay, extra={"server": self.name})
                 await trio.sleep(delay)
                 if not healthy:
                     delay = min(delay * 2, self._backoff_max)
