@@ -88,6 +88,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     h["ratio_cold_start_vs_docker_run"] = _ratio(h["cold_start_ms"], h["docker_run_ms"])
     h["ratio_cold_start_vs_docker_run_hardened"] = _ratio(h["cold_start_ms"], h["docker_run_hardened_ms"])
     h["process_call_cold_ms"] = _get(e, "process_call", "median_ms")
+    h["metrics_on_rps"] = _get(b, "metrics", "on_rps")
+    h["metrics_off_rps"] = _get(b, "metrics", "off_rps")
+    h["metrics_cost"] = _get(b, "metrics", "cost")
     return h
 
 
@@ -163,6 +166,10 @@ def markdown(results: dict[str, Any], png_name: str | None = None) -> str:
              f"{_fmt(h['ratio_cold_start_vs_docker_run'], '×')} | | |")
     L.append(f"| same / hardened `docker run` ({_fmt(h['docker_run_hardened_ms'], ' ms', 1)}) | "
              f"{_fmt(h['ratio_cold_start_vs_docker_run_hardened'], '×')} | | |")
+    cost = h["metrics_cost"]
+    L.append(f"| Cost of counting metrics (on {_fmt(h['metrics_on_rps'], '/s')} vs `metrics.enabled: false` "
+             f"{_fmt(h['metrics_off_rps'], '/s')}, interleaved) | {_fmt(None if cost is None else cost * 100, ' %', 1)} | "
+             f"≤ 3 % | {_verdict(None if cost is None else cost * 100, 3.0, False)} |")
     L.append("")
     if results.get("skipped") or results.get("errors") or results.get("notes"):
         L.append("**Not measured / notes:**")

@@ -508,7 +508,7 @@ class GatewayProc:
     """``mcp-gateway run`` on the gateway core with a generated config."""
 
     def __init__(self, ctx: Context, name: str, servers: dict[str, Any], *, nofile: int = 65536,
-                 start_timeout: float = 120.0) -> None:
+                 start_timeout: float = 120.0, extra: dict[str, Any] | None = None) -> None:
         self.ctx, self.name = ctx, name
         self.config = {
             "servers": servers,
@@ -516,6 +516,7 @@ class GatewayProc:
             "timeouts": {"shutdown_grace": "2s", "start": f"{int(start_timeout)}s"},
             "limits": {"max_sessions": 30000, "max_connections": 30000, "max_connections_per_peer": 30000,
                        "max_sessions_per_peer": 30000},
+            **(extra or {}),
         }
         self.nofile = nofile_limit(nofile)
         self.start_timeout = start_timeout
@@ -721,6 +722,26 @@ def part_b(ctx: Context) -> dict[str, Any]:
         except Exception as exc:
             out["wrk"] = {"error": str(exc)[:500]}
         out["rss_kb_end"] = rss_kb(gw.pid)
+        out["metrics"] = metrics_cost(ctx, gw)
+    return out
+
+
+def metrics_cost(ctx: Context, gw: GatewayProc) -> dict[str, Any]:
+    """Throughput with metrics counted (``gw``) and with ``metrics.enabled: false``, runs interleaved
+    so drift of the machine falls on both alike; ``cost`` is the share of throughput counting takes."""
+    s = ctx.s
+    out: dict[str, Any] = {"on": [], "off": []}
+    with GatewayProc(ctx, "gw-no-metrics", {"fast": process_server()}, extra={"metrics": {"enabled": False}}) as off:
+        for i in range(s.repeats):
+            for label, target in (("on", gw), ("off", off)):
+                log(f"b: metrics {label}, 10 connections / 10 in flight ({i + 1}/{s.repeats})")
+                out[label].append(undisturbed(ctx, f"metrics {label}", lambda t=target: run_load(
+                    ctx, t.url, inflight=10, sessions=10, duration=s.peak_duration, server_pid=t.pid)))
+    for label in ("on", "off"):
+        out[f"{label}_rps"] = median_run(out[label])["throughput_rps"]
+        out[label] = [r["throughput_rps"] for r in out[label]]
+    if out["off_rps"]:
+        out["cost"] = round(1 - out["on_rps"] / out["off_rps"], 4)
     return out
 
 
