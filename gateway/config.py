@@ -20,6 +20,7 @@ Desktop's ``{"mcpServers": {...}}`` loads as it is.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from .upstream.ssrf import HostGuard
 
 __all__ = [
     "Admin",
+    "Audit",
     "ConfigError",
     "ContainerLimits",
     "GatewayConfig",
@@ -48,6 +50,7 @@ __all__ = [
     "RouteConfig",
     "SecretError",
     "ServerConfig",
+    "Store",
     "Timeouts",
     "describe",
     "format_duration",
@@ -213,6 +216,25 @@ class Admin(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tru
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Port = 8081
+    # "env:NAME" or "file:/abs/path"; None: a token generated at first start, printed once to stderr and
+    # kept hashed in the store (every start without a store). Required beyond loopback.
+    token: str | None = None
+
+
+class Store(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The config store: a SQLite database (WAL) of versioned config documents (admin/store.py)."""
+
+    path: str
+
+
+class Audit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The audit log (admin/audit.py): one row per tools/call, prompts/get, resources/read and admin change."""
+
+    enabled: bool | None = None  # None: on when there is a database (path, or the store's)
+    path: str | None = None  # None: the store's database
+    retention: Duration = 30 * 86400.0  # rows older than this are deleted (0: kept whatever their age)
+    max_rows: PositiveInt | None = 1_000_000  # the oldest rows beyond this are deleted (None: no cap)
+    queue: PositiveInt = 10000  # records waiting to be written; beyond, records are dropped and counted
 
 
 class ContainerLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -276,6 +298,8 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     # How clients see this server's tool and prompt names: None follows the route (true: the
     # server's name), false serves them unchanged, a string prefixes that instead of the name.
     prefix: bool | str | None = None
+    # The audit log stores the arguments of this server's calls (not only their digest).
+    audit_arguments: bool = False
     # Remote servers (url): the wire, and the only credentials the server gets (never the client's).
     transport: Literal["streamable-http", "sse", "auto"] = "streamable-http"
     headers: dict[str, str] = {}  # sent with every request (check prints the names only)
@@ -332,6 +356,8 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     limits: Limits = msgspec.field(default_factory=Limits)
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     admin: Admin = msgspec.field(default_factory=Admin)
+    store: Store | None = None  # None: no store, the file is the configuration
+    audit: Audit = msgspec.field(default_factory=Audit)
     metrics: Metrics = msgspec.field(default_factory=Metrics)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, with route/session/server/tool
@@ -517,6 +543,7 @@ def _gateway(data: object) -> GatewayConfig:
     a, listen = base.admin, base.listen
     if a.enabled and a.port and a.port == listen.port and a.host == listen.host:
         raise _Invalid("admin.port", f"same address as listen ({listen.host}:{listen.port})")
+    _control_plane(base)
     guard = _remote_guard(base.remote)
     for name, server in servers.items():
         if server.kind == "remote":
@@ -528,6 +555,33 @@ def _gateway(data: object) -> GatewayConfig:
         base, servers=servers, routes=routes, allowed_origins=origins
     )
     return config
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is loopback only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _control_plane(base: GatewayConfig) -> None:
+    """admin.token, store and audit: the rules the admin API and the CLI rely on (key paths)."""
+    a = base.admin
+    if a.token is not None and not _SECRET_REF.fullmatch(a.token):  # never echoed: it may be the token
+        raise _Invalid("admin.token", "must be 'env:NAME' or 'file:/absolute/path' (value not shown)")
+    if a.enabled and a.token is None and not is_loopback(a.host):
+        raise _Invalid("admin.token", f"the admin API listens beyond loopback ({a.host}): set admin.token "
+                                      "(env:NAME or file:/absolute/path)")
+    if base.store is not None and not base.store.path.strip():
+        raise _Invalid("store.path", "must not be empty")
+    audit = base.audit
+    if audit.path is not None and not audit.path.strip():
+        raise _Invalid("audit.path", "must not be empty (leave it out to use the store's database)")
+    if audit.enabled and audit.path is None and base.store is None:
+        raise _Invalid("audit.path", "audit.enabled is true but there is no database: set audit.path or store.path")
 
 
 def _remote_guard(remote: Remote) -> HostGuard:
@@ -913,6 +967,13 @@ def resolve_secret(ref: str, *, where: str = "") -> str:
 # ---------------------------------------------------------------- describe
 
 
+def _days(seconds: float) -> str:
+    """A retention: ``30d`` when whole days, else as a duration; 0 is "any age"."""
+    if not seconds:
+        return "any age"
+    return f"{seconds / 86400:g}d" if seconds % 86400 == 0 else format_duration(seconds)
+
+
 def describe(config: GatewayConfig) -> str:
     """A multi-line summary for ``mcp-gateway check``: every setting that matters for
     security or limits, with its effective value. Secrets appear by name only and env
@@ -921,9 +982,21 @@ def describe(config: GatewayConfig) -> str:
     lim, t, sep = config.limits, config.timeouts, config.tool_separator
     origins = ", ".join("any (*)" if o == "*" else o for o in config.allowed_origins)
     admin = f"{config.admin.host}:{config.admin.port}" if config.admin.enabled else "disabled"
+    if config.admin.enabled:
+        token = config.admin.token
+        admin += (f" (token from {token.partition(':')[0]})" if token else
+                  " (token generated at first start, printed once, kept hashed in the store)" if config.store
+                  else " (token generated at each start and printed: no store to keep it)")
+    au = config.audit
+    audit_db = au.path or (config.store.path if config.store else None)
+    audit = "disabled" if au.enabled is False or audit_db is None else (
+        f"{audit_db}, retention {_days(au.retention)}, max rows "
+        f"{au.max_rows or 'unbounded'}, queue {au.queue} (dropped and counted beyond)")
     lines = [
         f"listen: {config.listen.host}:{config.listen.port}",
         f"admin: {admin}",
+        f"store: {config.store.path if config.store else 'none (the file is the configuration)'}",
+        f"audit log: {audit}",
         f"log level: {config.log_level}, format {config.log_format}",
         f"tool names: <server>{sep}<tool>",
         f"allowed origins: localhost{', ' + origins if origins else ' only'}",
@@ -966,6 +1039,8 @@ def describe(config: GatewayConfig) -> str:
                 lines.append(f"    extra CA bundle: {s.ca_file}")
         if s.env:
             lines.append(f"    env: {', '.join(s.env)}")
+        if s.audit_arguments:
+            lines.append("    audit: arguments stored in the audit log")
         if s.secrets:
             # The name and where it comes from (env or file); never the reference's target's value.
             sources = [f"{k} (from {ref.partition(':')[0]})" for k, ref in s.secrets.items()]
