@@ -184,6 +184,16 @@ async def test_a_2026_upstream_gets_the_envelope_and_headers_and_no_initialize(t
     assert not [r for r in records if r["method"] in ("GET", "DELETE")]  # stateless: no stream, no session
 
 
+async def test_a_2026_upstream_gets_the_mcp_param_headers_its_tools_declare(tmp_path: Path) -> None:
+    async with remote(record=tmp_path / "rec") as server:
+        with trio.fail_after(20):
+            async with running_gateway(config(far(server.url()))) as gw, Client(gw.url, mode="legacy") as client:
+                result = await client.call_tool("far__region", {"region": "eu-west ✓"})
+                assert not result.is_error and text(result) == "region eu-west ✓"
+        calls = [r["headers"] for r in server.records() if r["headers"].get("mcp-name") == "region"]
+    assert [h.get("mcp-param-region") for h in calls] == ["=?base64?ZXUtd2VzdCDinJM=?="]
+
+
 @pytest.mark.parametrize("client_mode", ["legacy", "2026-07-28"])
 async def test_input_required_from_a_2026_upstream_is_answered_by_the_calling_client(
         modern: Remote, client_mode: str) -> None:
@@ -251,6 +261,21 @@ async def test_the_shared_session_is_deleted_at_shutdown(tmp_path: Path) -> None
     assert [r["headers"]["mcp-session-id"] for r in deletes] == [session]
 
 
+async def test_a_calls_stream_closed_before_its_answer_is_resumed(tmp_path: Path) -> None:
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with remote("--legacy-only", "--resumable", record=tmp_path / "rec") as server:
+        with trio.fail_after(20):
+            async with running_gateway(config(far(server.url()))) as gw, Client(gw.url, mode="legacy") as client:
+                result = await client.call_tool("far__hop", {}, progress_callback=on_progress)
+                assert text(result) == "landed" and progress == [1]
+        resumed = [r for r in server.records() if r["method"] == "GET" and "last-event-id" in r["headers"]]
+    assert len(resumed) == 1
+
+
 # -- timeouts and bounds ---------------------------------------------------------------------------
 
 
@@ -280,7 +305,16 @@ async def test_a_slow_call_times_out_and_the_upstream_is_told(request: pytest.Fi
 
 @pytest.mark.parametrize("fixture", ["legacy", "modern"])
 async def test_an_answer_over_max_message_ends_that_call_only(request: pytest.FixtureRequest, fixture: str) -> None:
-    server: Remote = request.getfixturevalue(fixture)
+    # legacy: an SSE event too large; modern: a JSON body whose Content-Length is too large
+    await _over_max_message(request.getfixturevalue(fixture))
+
+
+async def test_an_unsized_answer_over_max_message_is_counted_as_it_arrives() -> None:
+    async with remote("--chunked") as server:  # JSON without Content-Length
+        await _over_max_message(server)
+
+
+async def _over_max_message(server: Remote) -> None:
     cfg = config(far(server.url()), limits={"max_message": "1m"})
     with trio.fail_after(20):
         async with running_gateway(cfg) as gw, Client(gw.url, mode="legacy") as client:

@@ -11,6 +11,9 @@ Prints ``LISTENING <port>`` on stdout once it accepts connections. Options:
 - ``--no-get``: answer GET on the MCP endpoint with 405 (a server without a standalone stream);
 - ``--foreign-endpoint``: (sse) name an endpoint on another origin in the ``endpoint`` event;
 - ``--tls CERT KEY``: serve HTTPS with this certificate;
+- ``--chunked``: send answers without Content-Length (chunked), so a client cannot size them up front;
+- ``--resumable``: keep events in memory so a stream can be resumed (``Last-Event-ID``); the tool
+  ``hop`` then closes its call's stream mid-call and answers on the resumed one;
 - ``--name NAME``: the server's name.
 
 Tools: ``add``, ``echo``, ``whoami`` (process id), ``session`` (the call's Mcp-Session-Id), ``sleep`` (a cancellation is written in the
@@ -35,7 +38,9 @@ import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resolve import Resolve, Sample
-from mcp_types import CreateMessageResult, SamplingMessage, TextContent
+from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
+from mcp_types import CreateMessageResult, JSONRPCMessage, SamplingMessage, TextContent
+from pydantic import Field
 
 warnings.simplefilter("ignore")  # the SDK marks sampling and roots deprecated in 2026-07-28
 
@@ -49,6 +54,8 @@ parser.add_argument("--redirect")
 parser.add_argument("--no-get", action="store_true")
 parser.add_argument("--foreign-endpoint", action="store_true")
 parser.add_argument("--tls", nargs=2)
+parser.add_argument("--chunked", action="store_true")
+parser.add_argument("--resumable", action="store_true")
 args = parser.parse_args()
 
 server = MCPServer(args.name, instructions="A remote test server.")
@@ -152,6 +159,44 @@ async def notify_change(name: str, ctx: Context) -> str:
     return f"added {name}"
 
 
+@server.tool()
+def region(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+    """Echo an argument that 2026-07-28 clients must also send as the Mcp-Param-Region header."""
+    return f"region {region}"
+
+
+@server.tool()
+async def hop(ctx: Context) -> str:
+    """Close this call's stream (with --resumable the client resumes it), then answer."""
+    await ctx.report_progress(1, 2, "before the hop")
+    await ctx.close_sse_stream()
+    await anyio.sleep(0.3)
+    return "landed"
+
+
+class MemoryEventStore(EventStore):
+    """Every event of every stream, for replay after a Last-Event-ID."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, JSONRPCMessage | None]] = []
+
+    async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+        ids = [event[0] for event in self.events]
+        if last_event_id not in ids:
+            return None
+        start = ids.index(last_event_id)
+        stream = self.events[start][1]
+        for event_id, stream_id, message in self.events[start + 1:]:
+            if stream_id == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream
+
+
 def _wrap(app: Any) -> Any:
     """The SDK's app behind the test's options (recording, redirects, refusing 2026-07-28)."""
 
@@ -170,6 +215,9 @@ def _wrap(app: Any) -> Any:
             return
         if args.foreign_endpoint:
             await app(scope, receive, _foreign(send))
+            return
+        if args.chunked:
+            await app(scope, receive, _unsized(send))
             return
         if args.legacy_only and scope["method"] == "POST" and headers.get("mcp-protocol-version") == "2026-07-28":
             body = json.dumps({"jsonrpc": "2.0", "id": None,
@@ -191,6 +239,15 @@ def _foreign(send: Any) -> Any:
     return rewritten
 
 
+def _unsized(send: Any) -> Any:
+    async def unsized(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [(k, v) for k, v in message["headers"] if k.lower() != b"content-length"]}
+        await send(message)
+
+    return unsized
+
+
 def _record(entry: dict[str, Any]) -> None:
     with open(args.record, "a", encoding="utf-8") as f:  # one short line: written before the request goes on
         f.write(json.dumps(entry) + "\n")
@@ -203,7 +260,8 @@ async def _respond(send: Any, status: int, body: bytes, headers: list[tuple[byte
 
 
 def main() -> None:
-    app = server.sse_app() if args.transport == "sse" else server.streamable_http_app()
+    resumable: dict[str, Any] = {"event_store": MemoryEventStore(), "retry_interval": 100} if args.resumable else {}
+    app = server.sse_app() if args.transport == "sse" else server.streamable_http_app(**resumable)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
