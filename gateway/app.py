@@ -95,8 +95,7 @@ class Gateway:
         self.descriptors = fdlimit.budget(limits.max_connections, instances)
         self.dispatcher = Dispatcher(self.router, max_inflight=limits.max_inflight_per_session)
         self.dispatcher.track_sessions(lambda: self.sessions)
-        if access_log.isEnabledFor(logging.DEBUG):  # decided once: at other levels calls cost no record
-            self.dispatcher.observers.append(_log_call)
+        self._access_log()
         self.modern = ModernFront(self.dispatcher)
         self.streamable = StreamableHTTP(self.dispatcher, self.sessions, self.modern)
         self.dispatcher.stats.enabled = config.metrics.enabled
@@ -262,6 +261,9 @@ class Gateway:
             self.supervisors.update(fresh)
             self.config = config
             self.mounts.policy = OriginPolicy(list(config.allowed_origins), self.host)
+            if config.log_level != old.log_level:
+                logging.getLogger().setLevel(config.log_level.upper())
+                self._access_log()
             routes_changed = self._apply_routes(config)
             for backend in retired:
                 assert self._nursery is not None
@@ -271,6 +273,13 @@ class Gateway:
             log.info("configuration applied: %s", ", ".join(f"{k} {v}" for k, v in summary.items() if v) or
                      "nothing changed")
             return summary
+
+    def _access_log(self) -> None:
+        """The access log observes calls only at debug: at other levels no call builds a record."""
+        if _log_call in self.dispatcher.observers:
+            self.dispatcher.observers.remove(_log_call)
+        if access_log.isEnabledFor(logging.DEBUG):
+            self.dispatcher.observers.append(_log_call)
 
     def _apply_routes(self, config: GatewayConfig) -> bool:
         """Routes as the new config says (sessions keep their route objects); clients hear of changes."""

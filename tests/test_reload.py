@@ -198,3 +198,26 @@ async def test_the_cli_reloads_on_sighup_and_when_the_file_changes(tmp_path: Pat
         with trio.fail_after(20):
             await proc.wait()
     assert proc.returncode == 0
+
+
+async def test_log_level_and_allowed_origins_change_live() -> None:
+    import logging
+
+    from gateway.app import _log_call, access_log
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        cfg = config({"a": sdk_server("a")}, log_level="info")
+        async with running_gateway(cfg) as gw, HTTPClient.connect(gw.port) as http:
+            root.setLevel(logging.INFO)
+            origin = {"origin": "https://app.example"}
+            assert (await http.request("GET", "/health", headers=origin)).status == 403
+            await gw.gateway.apply(config({"a": sdk_server("a")}, log_level="debug",
+                                          allowed_origins=["https://app.example"]))
+            assert access_log.isEnabledFor(logging.DEBUG) and gw.gateway.dispatcher.observers.count(_log_call) == 1
+            assert (await http.request("GET", "/health", headers=origin)).status == 200
+            await gw.gateway.apply(config({"a": sdk_server("a")}, log_level="warning"))
+            assert not access_log.isEnabledFor(logging.INFO) and _log_call not in gw.gateway.dispatcher.observers
+    finally:
+        root.setLevel(level)
