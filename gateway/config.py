@@ -1011,8 +1011,8 @@ def describe(config: GatewayConfig) -> str:
         f"{fd(t.session_idle)}, shutdown grace {fd(t.shutdown_grace)}, server start {fd(t.start)}",
         f"liveness: ping idle servers every {fd(t.ping_interval) if t.ping_interval else 'never'}, "
         f"answer within {fd(t.ping_timeout)}",
-        f"remote servers: hosts {', '.join(config.remote.allow_hosts) if config.remote.allow_hosts is not None else 'any'}"
-        f" (loopback and private addresses allowed), link-local and cloud metadata "
+        f"remote servers: hosts {', '.join(config.remote.allow_hosts) + ' only' if config.remote.allow_hosts is not None else 'any (loopback and private addresses allowed)'}"
+        ", link-local and cloud metadata "
         f"{'ALLOWED' if config.remote.allow_link_local else 'refused'}; TLS verified, redirects refused, "
         "client credentials never forwarded",
         f"servers ({len(config.servers)}):",

@@ -276,6 +276,27 @@ async def test_a_calls_stream_closed_before_its_answer_is_resumed(tmp_path: Path
     assert len(resumed) == 1
 
 
+@pytest.mark.parametrize("fixture", ["legacy", "modern"])
+async def test_progress_and_log_messages_on_a_calls_stream_reach_its_client(request: pytest.FixtureRequest,
+                                                                            fixture: str) -> None:
+    server: Remote = request.getfixturevalue(fixture)
+    progress: list[float] = []
+    logs: list[Any] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    with trio.fail_after(20):
+        async with running_gateway(config(far(server.url()))) as gw, \
+                Client(gw.url, mode="legacy", logging_callback=on_log) as client:
+            result = await client.call_tool("far__hop", {}, progress_callback=on_progress)
+            assert text(result) == "landed" and progress == [1] and logs == ["hopping"]
+            assert peer(gw).mode == ("modern" if fixture == "modern" else "streamable")
+
+
 # -- timeouts and bounds ---------------------------------------------------------------------------
 
 
@@ -518,7 +539,7 @@ def test_the_ssrf_guard_config() -> None:
     assert "link-local and cloud metadata ALLOWED" in describe(allowed)
     listed = parse_config({"servers": {"far": {"url": "https://api.example.com/mcp"}},
                            "remote": {"allow_hosts": ["*.example.com", "10.0.0.0/8"]}})
-    assert "remote servers: hosts *.example.com, 10.0.0.0/8" in describe(listed)
+    assert "remote servers: hosts *.example.com, 10.0.0.0/8 only, link-local" in describe(listed)
     assert "hosts any (loopback and private addresses allowed), link-local and cloud metadata refused" in describe(
         parse_config({"servers": {"far": {"url": "http://127.0.0.1:1/mcp"}}}))
     for entry, message in [("169.254.0.0/16", "169.254.0.0/16 is link-local; set remote.allow_link_local"),

@@ -329,7 +329,9 @@ class HttpPeer:
         self._endpoint: str | None = None  # legacy SSE: where to POST
         self._init_params: dict[str, Raw] = {}
         self._modern_meta: dict[str, Raw] = {}
-        self._log_level: str | None = None
+        # 2026-07-28 log messages are opt-in per request: ask for every level, as a handshake-era
+        # server sends them until told otherwise (the relay filters what each client gets).
+        self._log_level: str | None = "debug"
         self._param_headers: dict[str, ParamHeaders] = {}
         self._next_id = 1
         self._pending: dict[int, _Waiter] = {}
@@ -916,7 +918,7 @@ class HttpPeer:
 
     async def _get_stream(self, session: str | None) -> None:
         """The session's server-to-client stream, reopened with backoff until the peer ends."""
-        delay, last_id = 0.5, None
+        delay, last_id, opened = 0.5, None, False
         with trio.CancelScope() as scope:
             self._get_scope = scope
             while session is not None and session == self.session_id:
@@ -931,11 +933,16 @@ class HttpPeer:
                             log.debug("%s: the server offers no GET stream", self.name)
                             return
                         if status == 404:
-                            self._spawn_reinitialize(session)
+                            # Our session was forgotten only if this stream worked before; a server
+                            # that answers every GET with 404 has no stream (re-initializing would loop).
+                            if opened:
+                                self._spawn_reinitialize(session)
+                            else:
+                                log.debug("%s: the server offers no GET stream (404)", self.name)
                             return
                         if status != 200 or _content_type(response) != "text/event-stream":
                             raise _Refused(status, _status_error(self.name, "the GET stream", response))
-                        delay = 0.5
+                        delay, opened = 0.5, True
                         await self._read_events(response, decoder, None, [], exact=False)
                 except (CallError, _Refused) as exc:
                     log.info("%s: GET stream: %s; reopening in %.1fs", self.name,

@@ -169,6 +169,7 @@ def region(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Regi
 async def hop(ctx: Context) -> str:
     """Close this call's stream (with --resumable the client resumes it), then answer."""
     await ctx.report_progress(1, 2, "before the hop")
+    await ctx.info("hopping")
     await ctx.close_sse_stream()
     await anyio.sleep(0.3)
     return "landed"
