@@ -16,6 +16,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -394,6 +395,90 @@ async def test_an_unreachable_server_fails_fast_and_is_reconnected_with_backoff(
                 await wait_for(lambda: "far__add" in gw.gateway.routes["/"].catalog.tool_index)
                 added = await client.call_tool("far__add", {"a": 20, "b": 22})
                 assert added.structured_content == {"result": 42}
+
+
+# -- a hostile upstream: scripted answers over a real socket -------------------------------------------
+
+Script = dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]]  # tool name -> (status, headers, body)
+
+
+@asynccontextmanager
+async def scripted(script: Script) -> AsyncIterator[str]:
+    """A 2026-07-28 server of one tool per script entry, answering each call as scripted."""
+    import h11
+
+    def answer(message: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        method, params = message["method"], message.get("params") or {}
+        if method == "server/discover":
+            result: Any = {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
+                           "resultType": "complete", "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "bad"}}}
+        elif method == "tools/list":
+            result = {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in script]}
+        else:
+            status, headers, body = script[params["name"]]
+            return status, headers, body.replace(b"ID", json.dumps(message["id"]).encode())
+        return 200, [(b"content-type", b"application/json")], json.dumps(
+            {"jsonrpc": "2.0", "id": message["id"], "result": result}).encode()
+
+    async def serve(stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        body = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                conn.receive_data(data)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                status, headers, out = answer(json.loads(body))
+                await stream.send_all(conn.send(h11.Response(status_code=status, headers=[
+                    *headers, (b"content-length", str(len(out)).encode()), (b"connection", b"close")])) or b"")
+                await stream.send_all((conn.send(h11.Data(data=out)) or b"") + (conn.send(h11.EndOfMessage()) or b""))
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        yield f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/mcp"
+        nursery.cancel_scope.cancel()
+
+
+JSON = [(b"content-type", b"application/json")]
+ASK = json.dumps({"resultType": "input_required", "inputRequests": {"q": {
+    "method": "sampling/createMessage", "params": {"maxTokens": 5, "messages": [
+        {"role": "user", "content": {"type": "text", "text": "again?"}}]}}}}).encode()
+HOSTILE: Script = {
+    "not_an_object": (200, JSON, b'{"jsonrpc":"2.0","id":ID,"result":{"resultType":"input_required","inputRequests":"x"}}'),
+    "asks_forever": (200, JSON, b'{"jsonrpc":"2.0","id":ID,"result":' + ASK + b"}"),
+    "gzipped": (200, [*JSON, (b"content-encoding", b"gzip")], b'{"jsonrpc":"2.0","id":ID,"result":{}}'),
+    "accepted": (202, [], b""),
+    "unauthorized": (401, [(b"content-type", b"text/plain")], b"who are you"),
+    "wrong_id": (200, JSON, b'{"jsonrpc":"2.0","id":999999,"result":{"content":[]}}'),
+    "fine": (200, JSON, b'{"jsonrpc":"2.0","id":ID,"result":{"content":[{"type":"text","text":"ok"}]}}'),
+}
+
+
+@pytest.mark.parametrize(("tool", "code", "words"), [
+    ("not_an_object", -32003, "sent invalid inputRequests (not an object)"),
+    ("asks_forever", -32003, "still asked for input after 10 rounds"),
+    ("gzipped", -32003, "sent a gzip-encoded body, which was not asked for"),
+    ("accepted", -32003, "answered tools/call with 202 Accepted and no answer"),
+    ("unauthorized", -32000, "answered tools/call with HTTP 401 Unauthorized (check its bearer and headers)"),
+    ("wrong_id", -32003, "answered tools/call with HTTP 200 and no JSON-RPC answer"),
+])
+async def test_a_hostile_upstreams_answers_end_that_call_with_a_clear_error(tool: str, code: int, words: str) -> None:
+    with trio.fail_after(20):
+        async with scripted(HOSTILE) as url, running_gateway(config(far(url))) as gw, \
+                Client(gw.url, mode="legacy", sampling_callback=sampling) as client:
+            with pytest.raises(MCPError) as info:
+                await client.call_tool(f"far__{tool}", {})
+            assert info.value.error.code == code and words in info.value.error.message, info.value.error.message
+            assert text(await client.call_tool("far__fine", {})) == "ok"  # the same peer serves on
+            assert gw.gateway.supervisors["far"].restarts == 0
 
 
 # -- credentials -------------------------------------------------------------------------------------

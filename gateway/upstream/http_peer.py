@@ -340,6 +340,7 @@ class HttpPeer:
         self._get_scope: trio.CancelScope | None = None
         self._reinit_lock = trio.Lock()
         self._serving = 0
+        self._answering = 0
         self.closed = trio.Event()
         self.close_reason: str | None = None
         self.last_received = trio.current_time()
@@ -678,6 +679,7 @@ class HttpPeer:
         raise _Refused(status, _status_error(self.name, ex.method, response))
 
     async def _read_body(self, response: httpx2.Response) -> bytes:
+        _check_encoding(self.name, response)
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > self._max_message:
             raise self._too_large("an answer")
@@ -755,8 +757,9 @@ class HttpPeer:
         return None
 
     def _deliver_response(self, msg: Message) -> None:
-        """An answer on a shared stream (legacy SSE, or GET): its waiter, if any."""
-        waiter = self._pending.get(msg.id) if isinstance(msg.id, int) else None
+        """An answer on the legacy SSE stream: its waiter, if any. (On Streamable HTTP each call reads
+        its answer from its own stream: one arriving elsewhere, for another call, is dropped.)"""
+        waiter = self._pending.get(msg.id) if isinstance(msg.id, int) and self.mode == "sse" else None
         if waiter is None or waiter.event.is_set():
             log.debug("%s: dropping answer to unknown or abandoned id %r", self.name, msg.id)
             return
@@ -830,8 +833,19 @@ class HttpPeer:
         await self._side_post(jsonrpc.encode(out), f"the answer to {msg.method}")
 
     def _answer(self, out: Message) -> None:
-        if self._nursery is not None and self.mode != "modern":
-            self._nursery.start_soon(self._side_post, jsonrpc.encode(out), "an answer")
+        """An answer we need not think about (ping, a refusal): bounded, like the relays."""
+        if self._nursery is None or self.mode == "modern" or self._answering >= _MAX_SERVER_REQUESTS:
+            log.debug("%s: not answering a server request (too many at once)", self.name)
+            return
+        self._answering += 1
+
+        async def send() -> None:
+            try:
+                await self._side_post(jsonrpc.encode(out), "an answer")
+            finally:
+                self._answering -= 1
+
+        self._nursery.start_soon(send)
 
     # -- 2026-07-28: input_required rounds, Mcp-Param-* headers -----------------------------------
 
@@ -849,7 +863,10 @@ class HttpPeer:
                 return result
             if kind != "input_required":
                 return result
-            requests = _dict_decoder.decode(members["inputRequests"]) if "inputRequests" in members else {}
+            try:
+                requests = _dict_decoder.decode(members["inputRequests"]) if "inputRequests" in members else {}
+            except jsonrpc.DECODE_FAILURES:
+                raise UpstreamInvalid(f"server {self.name!r} sent invalid inputRequests (not an object)") from None
             retry = _as_members(params)
             retry.pop("inputResponses", None)
             retry.pop("requestState", None)
@@ -944,11 +961,11 @@ class HttpPeer:
                             raise _Refused(status, _status_error(self.name, "the GET stream", response))
                         delay, opened = 0.5, True
                         await self._read_events(response, decoder, None, [], exact=False)
+                except UpstreamGone:
+                    return  # the peer ended (an SSRF refusal, or it was aborted)
                 except (CallError, _Refused) as exc:
                     log.info("%s: GET stream: %s; reopening in %.1fs", self.name,
                              getattr(exc, "message", exc), delay)
-                except UpstreamGone:
-                    return
                 last_id = decoder.last_id or last_id
                 await trio.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -1118,8 +1135,8 @@ def _status_error(name: str, what: str, response: httpx2.Response) -> CallError:
     status = response.status_code
     hint = {401: " (check its bearer and headers)", 403: " (check its bearer and headers)",
             413: " (the request is too large for it)", 429: " (it is rate limiting us)"}.get(status, "")
-    return CallError(UPSTREAM_UNAVAILABLE, f"server {name!r} answered {what} with HTTP {status} "
-                                           f"{response.reason_phrase}{hint}")
+    phrase = response.reason_phrase or httpx2.codes.get_reason_phrase(status)
+    return CallError(UPSTREAM_UNAVAILABLE, f"server {name!r} answered {what} with HTTP {status} {phrase}{hint}")
 
 
 def _render(value: Any) -> str | None:
