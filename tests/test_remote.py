@@ -555,6 +555,14 @@ async def test_what_arrives_on_the_get_stream_reaches_the_gateway(legacy: Remote
             await wait_for(lambda: "far__late_tool" in gw.gateway.routes["/"].catalog.tool_index)
 
 
+async def test_a_2026_upstreams_list_changes_arrive_on_its_subscription(modern: Remote) -> None:
+    with trio.fail_after(20):
+        async with running_gateway(config(far(modern.url()))) as gw, Client(gw.url, mode="legacy") as client:
+            await client.call_tool("far__notify_change", {"name": "modern_late_tool"})
+            await wait_for(lambda: "far__modern_late_tool" in gw.gateway.routes["/"].catalog.tool_index)
+            assert peer(gw).mode == "modern" and peer(gw).in_flight == 0  # the stream is not a call
+
+
 # -- TLS -------------------------------------------------------------------------------------------------
 
 

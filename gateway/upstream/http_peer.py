@@ -17,7 +17,8 @@ Which wire, decided when the gateway sends ``initialize`` (the Instance does, as
   result is answered here: each input request is relayed to the client of the call (exactly: it
   belongs to that call), then the request is sent again with the answers and the request state,
   at most 10 rounds, all within the call's timeout. ``ping`` does not exist there: liveness sends
-  ``server/discover`` instead. ``logging/setLevel`` becomes the per-request log level.
+  ``server/discover`` instead. ``logging/setLevel`` becomes the per-request log level. List changes
+  arrive on a ``subscriptions/listen`` stream (for the lists the server says can change).
 - **Streamable HTTP, handshake era**: ``initialize`` opens a session (``Mcp-Session-Id``); each
   message is a POST answered with JSON or an SSE stream. What arrives on a call's stream (progress,
   log messages, the server's requests) belongs to that call and is handed over with its origin
@@ -567,6 +568,8 @@ class HttpPeer:
         if "instructions" in result:
             synthesized["instructions"] = result["instructions"]
         log.info("%s: speaking MCP %s (stateless) to %s", self.name, MODERN, self._where)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._listen, result.get("capabilities", jsonrpc.RAW_EMPTY_OBJECT))
         return Raw(jsonrpc.encoder.encode(synthesized))
 
     async def _handshake(self) -> Raw:
@@ -969,6 +972,37 @@ class HttpPeer:
                 last_id = decoder.last_id or last_id
                 await trio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    async def _listen(self, capabilities: Raw) -> None:
+        """2026-07-28: ``subscriptions/listen`` for the lists the server says can change (what the GET
+        stream is in the handshake era), reopened with backoff until the peer ends."""
+        caps = jsonrpc.decode_any(capabilities)
+        caps = caps if isinstance(caps, dict) else {}
+        wanted = {f"{kind}ListChanged": True for kind in ("tools", "prompts", "resources")
+                  if isinstance(caps.get(kind), dict) and caps[kind].get("listChanged")}
+        if not wanted:
+            return
+        params = {"notifications": jsonrpc.raw(wanted)}
+        delay = 0.5
+        while not self.closed.is_set():
+            listen_id = self._next_id  # not a call in flight: liveness must not see a busy server
+            self._next_id += 1
+            body, headers = self._request_body(listen_id, "subscriptions/listen", params)
+            decoder = SSEDecoder(self._max_message)
+            try:
+                async with self._stream("POST", headers, body, timeout=_GET_READ_TIMEOUT, background=True) as response:
+                    if response.status_code != 200 or _content_type(response) != "text/event-stream":
+                        log.debug("%s: no subscriptions/listen (HTTP %d)", self.name, response.status_code)
+                        return  # an answer instead of a stream: the server has none
+                    delay = 0.5
+                    await self._read_events(response, decoder, listen_id, [], exact=False)
+            except UpstreamGone:
+                return
+            except (CallError, _Refused) as exc:
+                log.info("%s: subscriptions/listen: %s; reopening in %.1fs", self.name,
+                         getattr(exc, "message", exc), delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     def _spawn_reinitialize(self, stale: str | None) -> None:
         async def run() -> None:

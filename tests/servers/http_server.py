@@ -155,7 +155,10 @@ async def notify_change(name: str, ctx: Context) -> str:
         return f"I am {name}"
 
     server.add_tool(extra, name=name, description="added at runtime")
-    await ctx.session.send_tool_list_changed()
+    if ctx.protocol_version == "2026-07-28":
+        await ctx.notify_tools_changed()  # to subscriptions/listen streams
+    else:
+        await ctx.session.send_tool_list_changed()  # on the session's standalone (GET) stream
     return f"added {name}"
 
 
