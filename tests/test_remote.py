@@ -481,6 +481,27 @@ async def test_a_hostile_upstreams_answers_end_that_call_with_a_clear_error(tool
             assert gw.gateway.supervisors["far"].restarts == 0
 
 
+async def test_a_wedged_server_is_found_by_liveness_and_restarted() -> None:
+    # SIGSTOP: the kernel still accepts connections, nothing answers (a wedged server, not a dead one).
+    async with remote("--legacy-only") as server:
+        cfg = config(far(server.url(), ping_interval=0.2, ping_timeout=0.3, start_timeout=1))
+        with trio.fail_after(30):
+            async with running_gateway(cfg) as gw, Client(gw.url, mode="legacy") as client:
+                backend = gw.gateway.supervisors["far"]
+                first = peer(gw)
+                assert server.process is not None
+                server.process.send_signal(signal.SIGSTOP)
+                try:
+                    await wait_for(lambda: first.closed.is_set(), timeout=10)
+                    assert "is unresponsive: it did not answer a ping within 0.3s" in (first.close_reason or "")
+                finally:
+                    server.process.send_signal(signal.SIGCONT)
+                await wait_for(lambda: backend.state == "ready" and peer(gw) is not first, timeout=15)
+                assert backend.restarts >= 1
+                added = await client.call_tool("far__add", {"a": 1, "b": 1})
+                assert added.structured_content == {"result": 2}
+
+
 # -- credentials -------------------------------------------------------------------------------------
 
 
