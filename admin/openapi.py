@@ -1,0 +1,217 @@
+"""The admin API's OpenAPI 3.1 document (GET /openapi.json), written by hand.
+
+tests/test_admin_openapi.py holds it to the app: every route of the app's url_map is here and
+every path here is a route, and a property test (schemathesis) sends generated requests to the
+running app and checks each answer against the status codes and schemas below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NULLABLE_STR = {"type": ["string", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+NULLABLE_NUM = {"type": ["number", "null"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None, *, extra: bool = False) -> dict[str, Any]:
+    return {"type": "object", "properties": {**required, **(optional or {})}, "required": list(required),
+            "additionalProperties": extra}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"},
+                                  "path": NULLABLE_STR})}),
+    "Health": _obj({
+        "status": {"enum": ["ok", "degraded"]}, "ready": {"type": "boolean"},
+        "waiting": {"type": "object", "additionalProperties": {"type": "string"}},
+        "servers": {"type": "object", "additionalProperties": _obj(
+            {"state": {"type": "string"}, "restarts": {"type": "integer"}, "error": NULLABLE_STR})},
+        "sessions": {"type": "integer"}, "version": NULLABLE_INT, "reloads": {"type": "integer"},
+        "audit": {"oneOf": [{"type": "null"}, _obj({"queued": {"type": "integer"}, "written": {"type": "integer"},
+                                                     "dropped": {"type": "integer"}})]},
+    }),
+    "Server": _obj({
+        "name": {"type": "string"}, "kind": {"enum": ["process", "container", "remote"]},
+        "lifecycle": {"enum": ["shared", "session", "call"]}, "state": {"type": "string"},
+        "healthy": {"type": "boolean"},
+        "instances": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "containers": {"type": "integer", "minimum": 0}, "restarts": {"type": "integer", "minimum": 0},
+        "last_error": NULLABLE_STR, "inflight": {"type": "integer", "minimum": 0},
+        "pool_available": {"type": "integer", "minimum": 0},
+        "tools": {"type": "array", "items": {"type": "string"}},
+        "routes": {"type": "array", "items": {"type": "string"}},
+        "config": {"type": ["object", "null"], "description": "the server's settings as written, redacted"},
+    }),
+    "ServerList": _obj({"servers": {"type": "array", "items": _ref("Server")}}),
+    "ServerSettings": {"type": "object", "description": "a server's settings, exactly as under servers.<name> in "
+                                                        "the config file (see docs/configuration.md)"},
+    "NewServer": _obj({"name": {"type": "string"}, "server": _ref("ServerSettings")},
+                      {"routes": {"type": "array", "items": {"type": "string"},
+                                  "description": "explicit routes to add the server to"}}),
+    "Applied": _obj({"added": {"type": "array", "items": {"type": "string"}},
+                     "removed": {"type": "array", "items": {"type": "string"}},
+                     "changed": {"type": "array", "items": {"type": "string"}}, "routes": {"type": "boolean"}},
+                    extra=True),
+    "Change": _obj({"version": NULLABLE_INT, "changed": {"type": "boolean"}, "applied": _ref("Applied")}),
+    "ServerChange": _obj({"version": NULLABLE_INT, "changed": {"type": "boolean"}, "applied": _ref("Applied"),
+                          "server": {"oneOf": [{"type": "null"}, _ref("Server")]}}),
+    "Route": _obj({"servers": {"type": "array", "items": {"type": "string"}}, "prefix": {"type": "boolean"},
+                   "tools": {"type": "array", "items": {"type": "string"}},
+                   "collisions": {"type": "array", "items": {"type": "string"}}, "sessions": {"type": "integer"}}),
+    "Routes": _obj({"routes": {"type": "object", "additionalProperties": _ref("Route")},
+                    "explicit": {"type": "boolean"}}),
+    "RouteTable": {"type": ["object", "null"], "description": "routes as in the config file (path -> server "
+                                                              "names, or {servers, prefix}); null: every server at /",
+                   "additionalProperties": {"oneOf": [
+                       {"type": "array", "items": {"type": "string"}},
+                       _obj({"servers": {"type": "array", "items": {"type": "string"}}},
+                            {"prefix": {"type": "boolean"}})]}},
+    "Config": _obj({"version": NULLABLE_INT, "config": {"type": "object"}}),
+    "VersionInfo": _obj({"id": {"type": "integer"}, "created": {"type": "number"}, "who": {"type": "string"},
+                         "what": {"type": "string"}, "source": {"type": "string"}, "digest": {"type": "string"},
+                         "current": {"type": "boolean"}}),
+    "VersionList": _obj({"versions": {"type": "array", "items": _ref("VersionInfo")}, "current": NULLABLE_INT,
+                         "next": NULLABLE_STR}),
+    "Version": _obj({"id": {"type": "integer"}, "created": {"type": "number"}, "who": {"type": "string"},
+                     "what": {"type": "string"}, "source": {"type": "string"}, "digest": {"type": "string"},
+                     "current": {"type": "boolean"}, "document": {"type": "object"}}),
+    "Diff": _obj({"from": NULLABLE_INT, "to": {"type": "integer"},
+                  "changes": {"type": "array", "items": _obj({"path": {"type": "string"},
+                                                              "op": {"enum": ["added", "removed", "changed"]}})},
+                  "diff": {"type": "string", "description": "unified diff of the redacted YAML"}}),
+    "AuditRecord": _obj({
+        "id": {"type": "integer"}, "time": {"type": "number"}, "kind": {"enum": ["call", "admin"]},
+        "route": NULLABLE_STR, "session": NULLABLE_STR, "identity": NULLABLE_STR, "client": NULLABLE_STR,
+        "peer": NULLABLE_STR, "method": NULLABLE_STR, "server": NULLABLE_STR, "name": NULLABLE_STR,
+        "duration": NULLABLE_NUM, "outcome": {"type": "string"}, "error_code": NULLABLE_INT,
+        "request_bytes": NULLABLE_INT, "response_bytes": NULLABLE_INT, "args_digest": NULLABLE_STR,
+        "arguments": NULLABLE_STR, "version": NULLABLE_INT, "detail": NULLABLE_STR}),
+    "AuditPage": _obj({"records": {"type": "array", "items": _ref("AuditRecord")}, "next": NULLABLE_STR}),
+    "Session": _obj({"id": {"type": "string"}, "route": {"type": "string"}, "version": {"type": "string"},
+                     "client": {"type": "object", "additionalProperties": {"type": "string"}},
+                     "peer": {"type": "string"}, "idle_seconds": {"type": "number", "minimum": 0},
+                     "inflight": {"type": "integer"}, "streams": {"type": "integer"}}),
+    "SessionList": _obj({"sessions": {"type": "array", "items": _ref("Session")}, "total": {"type": "integer"}}),
+}
+
+_ERRORS = {
+    400: "invalid request (a parameter or the JSON body)", 401: "no or wrong admin token",
+    404: "not found", 409: "conflict (exists, ambiguous, the change was refused by the running gateway, no store)",
+    413: "body too large", 415: "the body is not application/json", 422: "the configuration is invalid "
+    "(error.path names the key)", 503: "the config store refused the change (the previous config runs)",
+}
+
+
+def _json_response(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _op(op_id: str, summary: str, ok: dict[int, dict[str, Any]], errors: tuple[int, ...] = (),
+        params: list[dict[str, Any]] | None = None, body: str | None = None) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(k): v for k, v in ok.items()}
+    for code in (401, *errors):
+        responses[str(code)] = _json_response(_ERRORS[code], "Error")
+    op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    return op
+
+
+def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_NAME = _path("name", {"type": "string", "minLength": 1})
+_VERSION = _path("version", {"type": "integer", "minimum": 1})
+_LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
+_CHANGE = (400, 404, 409, 413, 415, 422, 503)
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document of the admin API."""
+    paths: dict[str, Any] = {
+        "/health": {"get": _op("health", "Status of the gateway and its servers",
+                               {200: _json_response("status", "Health")})},
+        "/metrics": {"get": _op("metrics", "Prometheus metrics (text format, or OpenMetrics when asked)", {
+            200: {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}},
+                                                        "application/openmetrics-text": {"schema": {"type": "string"}}}}})},
+        "/openapi.json": {"get": _op("openapi", "This document",
+                                     {200: {"description": "the OpenAPI document",
+                                            "content": {"application/json": {"schema": {"type": "object"}}}}})},
+        "/servers": {
+            "get": _op("listServers", "Servers with live status",
+                       {200: _json_response("servers", "ServerList")}),
+            "post": _op("createServer", "Add a server (optionally to explicit routes)",
+                        {201: _json_response("added", "ServerChange")}, _CHANGE, body="NewServer"),
+        },
+        "/servers/{name}": {
+            "get": _op("getServer", "One server with live status", {200: _json_response("server", "Server")},
+                       (404,), [_NAME]),
+            "put": _op("replaceServer", "Replace a server's settings (or add it)",
+                       {200: _json_response("replaced", "ServerChange"), 201: _json_response("added", "ServerChange")},
+                       _CHANGE, [_NAME], body="ServerSettings"),
+            "delete": _op("deleteServer", "Remove a server (and it from every route)",
+                          {200: _json_response("removed", "Change")}, (404, 409, 422, 503), [_NAME]),
+        },
+        "/routes": {
+            "get": _op("listRoutes", "Routes with their servers and tools", {200: _json_response("routes", "Routes")}),
+            "put": _op("replaceRoutes", "Replace the routes", {200: _json_response("applied", "Change")},
+                       _CHANGE, body="RouteTable"),
+        },
+        "/config": {"get": _op("getConfig", "The effective configuration (every default; secrets redacted)",
+                               {200: _json_response("config", "Config")})},
+        "/versions": {"get": _op("listVersions", "Config versions, newest first",
+                                 {200: _json_response("versions", "VersionList")}, (400, 404), [
+                                     _LIMIT, _query("before", {"type": "integer", "minimum": 1},
+                                                    "the next page: versions older than this id (next)")])},
+        "/versions/{version}": {"get": _op("getVersion", "One version and its document (redacted)",
+                                           {200: _json_response("version", "Version")}, (404,), [_VERSION])},
+        "/versions/{version}/yaml": {"get": _op(
+            "getVersionYaml", "One version's document as YAML (redacted)",
+            {200: {"description": "YAML", "content": {"application/yaml": {"schema": {"type": "string"}}}}},
+            (404,), [_VERSION])},
+        "/versions/{version}/diff": {"get": _op(
+            "diffVersion", "What a version changed (against the previous one, or against=N)",
+            {200: _json_response("diff", "Diff")}, (400, 404),
+            [_VERSION, _query("against", {"type": "integer", "minimum": 1}, "the version to compare with")])},
+        "/versions/{version}/rollback": {"post": _op(
+            "rollback", "Make an old version's document current again (as a new version)",
+            {200: _json_response("applied", "Change")}, (404, 409, 422, 503), [_VERSION])},
+        "/reload": {"post": _op("reload", "Read the config file again (with a store: a new version if it changed)",
+                                {200: _json_response("applied", "Change")}, (409, 422, 503))},
+        "/audit": {"get": _op("queryAudit", "Audit records, newest first", {200: _json_response("records",
+                                                                                              "AuditPage")},
+                              (400, 404), [
+            _query("since", {"type": "string"}, "Unix seconds or ISO 8601, inclusive"),
+            _query("until", {"type": "string"}, "Unix seconds or ISO 8601, exclusive"),
+            _query("route", {"type": "string"}), _query("server", {"type": "string"}),
+            _query("tool", {"type": "string"}, "the tool or prompt name, or the resource URI"),
+            _query("method", {"type": "string"}), _query("client", {"type": "string"}),
+            _query("session", {"type": "string"}, "a session id (prefix)"),
+            _query("outcome", {"enum": ["ok", "tool_error", "error", "timeout", "cancelled"]}),
+            _query("error_code", {"type": "integer"}), _query("kind", {"enum": ["call", "admin"]}),
+            _LIMIT, _query("cursor", {"type": "integer", "minimum": 1}, "next from the previous page")])},
+        "/sessions": {"get": _op("listSessions", "Client sessions", {200: _json_response("sessions", "SessionList")},
+                                 (400,), [_query("limit", {"type": "integer", "minimum": 1, "maximum": 100000})])},
+        "/sessions/{prefix}": {"delete": _op("endSession", "End one session (by id prefix)",
+                                             {204: {"description": "ended"}}, (404, 409),
+                                             [_path("prefix", {"type": "string", "minLength": 1})])},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mcp-gateway admin API", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": _SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+    }
