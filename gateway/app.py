@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -126,6 +127,13 @@ class Gateway:
         self._backend_scopes: dict[int, trio.CancelScope] = {}  # id(backend) -> the scope it runs in
         self._apply_lock = trio.Lock()
         self.reloads = 0
+        # Awaited by shutdown() after the drain, before everything stops (e.g. the audit log's flush).
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.control: Any = None  # admin.control.ControlPlane: admin API, config store, audit log
+        if config.admin.enabled or config.store is not None or config.audit.path is not None:
+            from admin.control import ControlPlane  # the control plane only when configured
+
+            self.control = ControlPlane(self)
 
     def _mount_route(self, prefix: str, route: Route) -> None:
         base = "" if prefix == "/" else prefix
@@ -197,6 +205,8 @@ class Gateway:
                 route.rebuild()
             await nursery.start(self.sessions.run)
             await nursery.start(self.dispatcher.exchanges.run)
+            if self.control is not None:  # before the data plane: no call goes unaudited
+                await nursery.start(functools.partial(self.control.run, serve_api=serve_http))
             port = await nursery.start(self.http.run) if serve_http else 0
             self.port = port
             down = [s.name for s in self.supervisors.values() if s.state != "ready"]
@@ -338,6 +348,8 @@ class Gateway:
         log.info("shutting down: draining for up to %.0fs", self.config.timeouts.shutdown_grace)
         await self.http.shutdown(self.config.timeouts.shutdown_grace, on_grace_expired=self._end_inflight)
         self.sessions.end_all()
+        for hook in self.shutdown_hooks:
+            await hook()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 

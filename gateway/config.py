@@ -56,6 +56,7 @@ __all__ = [
     "format_duration",
     "format_size",
     "load_config",
+    "load_document",
     "parse_config",
     "parse_duration",
     "parse_size",
@@ -467,6 +468,11 @@ def root_user_problem(user: str) -> str | None:
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     """Read and validate a config file: JSON if it ends in ``.json``, else YAML."""
+    return parse_config(load_document(path), source=os.fspath(path))
+
+
+def load_document(path: str | os.PathLike[str]) -> object:
+    """A config file's data, not yet validated (the config store keeps documents as written)."""
     source = os.fspath(path)
     try:
         with open(source, "rb") as f:
@@ -492,7 +498,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
         raise ConfigError(f"invalid YAML{where}: {e.problem or e.context}", source=source) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML: {' '.join(str(e).split())}", source=source) from None
-    return parse_config(data, source=source)
+    return data
 
 
 def parse_config(data: object, *, source: str = "<config>") -> GatewayConfig:

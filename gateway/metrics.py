@@ -28,6 +28,7 @@ NAMES = (
     "mcp_tool_execution_duration_seconds", "mcp_active_connections", "mcp_active_sessions",
     "mcp_server_healthy", "mcp_server_restarts_total", "mcp_server_instances", "mcp_container_start_seconds",
     "mcp_pool_available", "mcp_upstream_inflight", "mcp_rejected_total", "mcp_upstream_log_dropped_total",
+    "mcp_audit_dropped_total",
 )
 
 #: Refusal reasons exposed from the start (at 0), so rate() and alerts see a series before the first one.
@@ -120,6 +121,13 @@ class GatewayCollector(Collector):
         for server, log_stats in logsafe.statistics().items():
             dropped.add_metric([server], log_stats.dropped)
         yield dropped
+        audit_dropped = CounterMetricFamily("mcp_audit_dropped", "Audit records lost: the queue was full, or "
+                                            "the database refused them", labels=["reason"])
+        audit = gw.control.audit if getattr(gw, "control", None) is not None else None
+        a = audit.statistics() if audit is not None else None  # (0 without an audit log: alerts see a series)
+        audit_dropped.add_metric(["queue_full"], a.dropped_queue_full if a else 0)
+        audit_dropped.add_metric(["write_error"], a.dropped_write_error if a else 0)
+        yield audit_dropped
 
 
 def registry_for(gateway: Gateway) -> CollectorRegistry:
