@@ -27,7 +27,7 @@ test: install test-env lint
 
 lint: install
 	$(VENV)/bin/ruff check gateway sandbox admin bench tests
-	$(VENV)/bin/mypy gateway sandbox
+	$(VENV)/bin/mypy gateway sandbox admin
 
 bench: install test-env
 	bench/run

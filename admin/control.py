@@ -245,6 +245,18 @@ class ControlPlane:
             return ChangeResult(None, summary)
         return await self.change(data, caller=caller, what=f"reload of {path} ({why})", source=source)
 
+    async def reload_logged(self, why: str) -> bool:
+        """A reload the gateway itself asks for (SIGHUP, the config file changed): logged; True if applied."""
+        try:
+            result = await self.reload(caller=Caller(who=f"config file ({why})", method="RELOAD"), why=why)
+        except ChangeError as exc:
+            where = f"{exc.path}: " if exc.path else ""
+            log.error("reload (%s) refused, the running configuration stays: %s%s", why, where, exc.message)
+            return False
+        log.info("reload (%s): %s", why, f"version {result.version.id}, {result.summary}" if result.version
+                 else "nothing changed")
+        return True
+
     async def _audit(self, caller: Caller, outcome: str, code: int | None, version: int | None, detail: str,
                      started: float) -> None:
         if self.audit is not None:

@@ -41,8 +41,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .app import Gateway, GatewayError
 
     try:
+        if config.store is not None:  # the store's current version runs (the file imported when it changed)
+            from admin.cli import startup_config
+
+            config = startup_config(args.config, config)
         _preflight(config)
         gateway = Gateway(config, host=args.host, port=args.port)
+        if gateway.control is not None:
+            gateway.control.config_file = args.config  # what a reload (SIGHUP, the watch, the admin API) reads
+            gateway.control.bind()  # the admin listener: a taken port fails here, naming admin.port
     except (GatewayError, ConfigError) as exc:
         print(f"mcp-gateway: {exc}", file=sys.stderr)
         return 2
@@ -96,6 +103,10 @@ async def reload_from_file(gateway: Any, path: str, why: str) -> bool:
     """Read the config file again and apply the difference; an invalid change is refused whole (the
     running config stays), with the reason in the log. True if it was applied."""
     from .app import GatewayError
+
+    control = getattr(gateway, "control", None)
+    if control is not None and control.store is not None:  # through the store: a new version when it changed
+        return bool(await control.reload_logged(why))
 
     try:
         config = load_config(path)
@@ -203,6 +214,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_doctor(config)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from admin.cli import export
+
+    return export(args.config, args.version)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mcp-gateway", description="One MCP endpoint in front of many servers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     stdio.add_argument("--route", help="which route to serve (default: /)")
     stdio.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     stdio.set_defaults(func=cmd_stdio)
+    export = sub.add_parser("export", help="write a version of the config store as YAML to stdout")
+    export.add_argument("--config", required=True, help="the config file that names store.path")
+    export.add_argument("--version", type=int, help="which version (default: the current one)")
+    export.set_defaults(func=cmd_export)
     doctor = sub.add_parser("doctor", help="check Docker and the configured images")
     doctor.add_argument("--config", required=True)
     doctor.set_defaults(func=cmd_doctor)
