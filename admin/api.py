@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -147,6 +147,25 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
         return error(401, "unauthorized", "send Authorization: Bearer <admin token>",
                      headers={"WWW-Authenticate": 'Bearer realm="mcp-gateway admin"'})
 
+    @app.after_request
+    async def audit_refusals(response: Response) -> Response:
+        """Every change asked for is in the audit log: those refused before reaching the control
+        plane (a malformed request, an unknown server, no token) too."""
+        if request.method in ("POST", "PUT", "DELETE") and not g.get("audited") and response.status_code >= 400:
+            detail = ""
+            try:
+                found = json.loads(await response.get_data(as_text=True)).get("error") or {}
+                detail = f"{found.get('code')}: {found.get('path') + ': ' if found.get('path') else ''}" \
+                         f"{found.get('message')}"
+            except (ValueError, AttributeError, TypeError):
+                pass
+            who = WHO if response.status_code != 401 else "(no valid token)"
+            raw = await _raw() if response.status_code != 413 else None
+            await control.audit_action(Caller(who=who, method=f"{request.method} {request.path}"[:300],
+                                              peer=request.remote_addr, body=raw),
+                                       detail, outcome="error", code=response.status_code)
+        return response
+
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
         return error(exc.status, exc.code, exc.message, exc.path)
@@ -254,6 +273,7 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
             if isinstance(names, list) and name not in names:
                 names.append(name)
         what = f"{'replace' if existed else 'add'} server {name}"
+        g.audited = True  # (the control plane writes the audit row, whatever happens)
         result = await control.change(doc, caller=caller(name, raw), what=what, source="api")
         status = 200 if existed else 201
         return _json({**result.as_json(), "server": _server_view(name) if name in gateway.supervisors else None},
@@ -297,6 +317,7 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
                 names = members.get("servers") if isinstance(members, dict) else members
                 if isinstance(names, list) and name in names:
                     names.remove(name)
+        g.audited = True  # (the control plane writes the audit row, whatever happens)
         result = await control.change(doc, caller=caller(name), what=f"remove server {name}", source="api")
         return _json(result.as_json())
 
@@ -324,6 +345,7 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
             doc["routes"] = body
         else:
             raise ApiError(400, "invalid_request", "expected an object (route path -> servers) or null")
+        g.audited = True  # (the control plane writes the audit row, whatever happens)
         result = await control.change(doc, caller=caller(None, await _raw()), what="replace routes",
                                       source="api")
         return _json(result.as_json())
@@ -381,6 +403,7 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
     @app.post("/versions/<int:version>/rollback")
     async def rollback(version: int) -> Response:
         _store()
+        g.audited = True  # (the control plane writes the audit row, whatever happens)
         result = await control.rollback(_version_id(version), caller=caller())
         return _json(result.as_json())
 
@@ -393,6 +416,7 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
 
     @app.post("/reload")
     async def reload() -> Response:
+        g.audited = True  # (the control plane writes the audit row, whatever happens)
         result = await control.reload(caller=caller(), why="admin API")
         return _json(result.as_json())
 
@@ -460,6 +484,7 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
             raise ApiError(409, "conflict", f"{len(matches)} sessions start with that prefix: give more of the id")
         session = matches[0]
         gateway.sessions.end(session)
+        g.audited = True  # (the control plane writes the audit row, whatever happens)
         await control.audit_action(caller(), f"ended session {session.id[:SESSION_PREFIX]}")
         return Response("", status=204)
 

@@ -203,12 +203,27 @@ class ControlPlane:
         assert self.store is not None
         found = await self.store.get(version)
         if found is None:
+            await self._audit(caller, "error", 404, None, f"not_found: no version {version}", trio.current_time())
             raise ChangeError(404, "not_found", f"no version {version}")
         return await self.change(found.document, caller=caller, what=f"roll back to version {version}",
                                  source=f"rollback:{version}")
 
     async def reload(self, *, caller: Caller, why: str) -> ChangeResult:
-        """Read the config file again (``mcp-gateway run``'s); without one, apply the current version."""
+        """Read the config file again (``mcp-gateway run``'s); without one, apply the current version.
+
+        With a store, a changed file is a change (a new version); else the gateway applies it as is."""
+        started = trio.current_time()
+        if self.store is not None and self.config_file is not None:
+            return await self._reload(caller=caller, why=why)
+        try:
+            result = await self._reload(caller=caller, why=why)
+        except ChangeError as exc:
+            await self._audit(caller, "error", exc.status, None, f"{exc.code}: {exc.message}", started)
+            raise
+        await self._audit(caller, "ok", None, self.version, f"reload ({why}): {result.summary}", started)
+        return result
+
+    async def _reload(self, *, caller: Caller, why: str) -> ChangeResult:
         path = self.config_file
         if path is None:
             if self.document is None:
@@ -264,9 +279,9 @@ class ControlPlane:
                                           server=caller.server, outcome=outcome, code=code, version=version,
                                           detail=detail, body=caller.body, duration=trio.current_time() - started)
 
-    async def audit_action(self, caller: Caller, detail: str) -> None:
-        """An admin action that is not a config change (ending a session): one audit row."""
-        await self._audit(caller, "ok", None, self.version, detail, trio.current_time())
+    async def audit_action(self, caller: Caller, detail: str, *, outcome: str = "ok", code: int | None = None) -> None:
+        """An admin action that is not a config change (ending a session, a refused request): one audit row."""
+        await self._audit(caller, outcome, code, self.version, detail, trio.current_time())
 
 
 def loopback_socket(host: str, port: int) -> socket.socket:
