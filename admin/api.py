@@ -155,8 +155,8 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
             detail = ""
             try:
                 found = json.loads(await response.get_data(as_text=True)).get("error") or {}
-                detail = f"{found.get('code')}: {found.get('path') + ': ' if found.get('path') else ''}" \
-                         f"{found.get('message')}"
+                where = f"{found['path']}: " if found.get("path") else ""
+                detail = f"{found.get('code')}: {where}{found.get('message')}"
             except (ValueError, AttributeError, TypeError):
                 pass
             who = WHO if response.status_code != 401 else "(no valid token)"
