@@ -19,7 +19,7 @@ from .http.server import HTTPServer, Limits, Request, Responder
 from .protocol import jsonrpc
 from .protocol.jsonrpc import Message
 from .protocol.progress import ProgressTable
-from .relay import OFFERED, Relay
+from .relay import OFFERED, Relay, offer_for
 from .router import Route, Router
 from .session import SHUTDOWN, Session, SessionManager
 from .transports.modern import ModernFront
@@ -52,6 +52,11 @@ def process_launcher(name: str, server: ServerConfig) -> Launcher:
     for key, ref in server.secrets.items():
         env[key] = resolve_secret(ref, where=f"servers.{name}.secrets.{key}")
     return ProcessLauncher(name, server.argv(), env, server.cwd)
+
+
+def _offer_for_session(configured: dict[str, Any], session: Any) -> dict[str, Any]:
+    """An instance of one client session is offered what its client offered (of the configured)."""
+    return offer_for(configured, getattr(session, "client_capabilities", None))
 
 
 def _log_call(record: CallRecord) -> None:
@@ -156,10 +161,11 @@ class Gateway:
         connector: Connector = (connector_for(name, server, config) if server.kind == "remote" else
                                 ChannelConnector(self._launcher(name, server), max_message=max_message,
                                                  kind=server.kind))
-        offered = {k: v for k, v in OFFERED.items() if k in server.client_capabilities}
+        offered: dict[str, Any] = {k: v for k, v in OFFERED.items() if k in server.client_capabilities}
         common: dict[str, Any] = dict(
             on_change=self._catalog_changed, on_notification=self._upstream_notification,
-            on_request=self.relay.request if offered else None, liveness=liveness, capabilities=offered)
+            on_request=self.relay.request if offered else None, liveness=liveness, capabilities=offered,
+            offer_for=functools.partial(_offer_for_session, offered))
         if server.lifecycle == "shared":
             return ServerSupervisor(name, connector, start_timeout=start, call_timeout=call,
                                     backoff=server.restart_backoff, backoff_max=server.restart_backoff_max, **common)

@@ -46,6 +46,18 @@ CAPABILITY: Final = {"sampling/createMessage": "sampling", "elicitation/create":
                      "roots/list": "roots"}
 #: What the gateway offers upstreams as their client: it can relay each to a client that offers it.
 OFFERED: Final = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": False}}
+
+
+def offer_for(configured: dict[str, Any], client_capabilities: Any) -> dict[str, Any]:
+    """What to offer an instance that serves one client only (``lifecycle: session`` or ``call``):
+    the configured capabilities that client offered too, with its own sub-capabilities (sampling
+    with tools, elicitation modes: the gateway relays those requests unchanged); roots as the
+    gateway's, since it does not forward the client's roots list_changed."""
+    client = client_capabilities if isinstance(client_capabilities, dict) else {}
+    return {key: (value if key == "roots" or not isinstance(client[key], dict) else client[key])
+            for key, value in configured.items() if key in client}
+
+
 LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _RANK: Final = {name: i for i, name in enumerate(LEVELS)}
 _LOG_UPSTREAM: Final = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,

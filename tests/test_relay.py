@@ -186,3 +186,41 @@ async def test_a_request_state_that_names_nothing_is_invalid_params(gw: Running)
             headers={"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "test_sampling"})
     assert reply.status == 400 and reply.json()["error"]["code"] == -32602
     assert "requestState names no pending request" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("lifecycle", ["session", "call"])
+async def test_an_instance_of_one_client_is_offered_only_what_that_client_offered(lifecycle: str) -> None:
+    from tests.helpers import sdk_server
+
+    async def roots(context: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[])
+
+    # With a pool, instances start before their client: they are offered the configured list.
+    cfg = config({"s": sdk_server("s", lifecycle=lifecycle),
+                  "narrow": sdk_server("narrow", lifecycle=lifecycle, client_capabilities=["roots"]),
+                  "pooled": sdk_server("pooled", lifecycle=lifecycle, pool=1)},
+                 routes={"/": {"servers": ["s", "narrow", "pooled"], "prefix": True}})
+    seen = {}
+    async with running_gateway(cfg) as running:
+        with trio.fail_after(60):
+            for label, kw in (("nothing", {}), ("sampling", {"sampling_callback": sampling}),
+                              ("all", {"sampling_callback": sampling, "elicitation_callback": elicitation,
+                                       "list_roots_callback": roots})):
+                async with Client(running.url, mode="legacy", **kw) as client:
+                    for server in ("s", "narrow", "pooled"):
+                        answer = await client.call_tool(f"{server}__offered", {})
+                        seen[label, server] = answer.content[0].text  # type: ignore[union-attr]
+    every = "elicitation,roots,sampling"
+    assert seen == {("nothing", "s"): "", ("nothing", "narrow"): "", ("nothing", "pooled"): every,
+                    ("sampling", "s"): "sampling", ("sampling", "narrow"): "", ("sampling", "pooled"): every,
+                    ("all", "s"): every, ("all", "narrow"): "roots", ("all", "pooled"): every}
+
+
+async def test_a_shared_server_is_offered_what_its_config_says() -> None:
+    from tests.helpers import sdk_server
+
+    cfg = config({"s": sdk_server("s"), "none": sdk_server("none", client_capabilities=[])})
+    async with running_gateway(cfg) as running, Client(running.url, mode="legacy") as client:
+        # It started before any client: the configured set; a request the caller cannot answer is refused.
+        assert (await client.call_tool("s__offered", {})).content[0].text == "elicitation,roots,sampling"  # type: ignore[union-attr]
+        assert (await client.call_tool("none__offered", {})).content[0].text == ""  # type: ignore[union-attr]

@@ -63,13 +63,17 @@ class BackendBase:
                  on_change: Callable[[str], None] | None = None,
                  on_notification: Callable[[str, Message, list[Any]], None] | None = None,
                  on_request: Callable[[str, ServerRequest], Awaitable[Raw]] | None = None,
-                 liveness: LivenessPolicy | None = None, capabilities: dict[str, Any] | None = None) -> None:
+                 liveness: LivenessPolicy | None = None, capabilities: dict[str, Any] | None = None,
+                 offer_for: Callable[[Any], dict[str, Any]] | None = None) -> None:
         self.name = name
         self.liveness = liveness if liveness is not None else LivenessPolicy()
         self.connector = connector
         self.start_timeout = start_timeout
         self.call_timeout = call_timeout
         self.capabilities = capabilities or {}  # the client capabilities offered to the server
+        # For an instance that serves one client session: what to offer, given that session
+        # (None: the configured capabilities, always).
+        self.offer_for = offer_for
         self._on_change = on_change
         self._on_notification = on_notification
         self._on_request = on_request
@@ -79,13 +83,15 @@ class BackendBase:
         self.restarts = 0
         self._nursery: trio.Nursery | None = None
 
-    def new_instance(self, *, with_catalog: bool) -> Instance:
-        """An instance that, once started, has also fetched the lists if ``with_catalog``."""
+    def new_instance(self, *, with_catalog: bool, capabilities: dict[str, Any] | None = None) -> Instance:
+        """An instance that, once started, has also fetched the lists if ``with_catalog``; it offers
+        ``capabilities`` (default: the configured ones) to the server."""
         fetch = (lambda conn, cat: fetch_catalog(conn, cat, self.start_timeout)) if with_catalog else None
         handlers = PeerHandlers(notification=self._notification,
                                 request=self._request if self._on_request is not None else None)
         return Instance(self.name, self.connector, start_timeout=self.start_timeout, handlers=handlers,
-                        fetch=fetch, liveness=self.liveness, capabilities=self.capabilities)
+                        fetch=fetch, liveness=self.liveness,
+                        capabilities=self.capabilities if capabilities is None else capabilities)
 
     async def _request(self, request: ServerRequest) -> Raw:
         assert self._on_request is not None

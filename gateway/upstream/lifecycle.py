@@ -135,14 +135,15 @@ class PooledBackend(BackendBase):
         self._available.set()
         self._available = trio.Event()
 
-    async def _start_holding_slot(self) -> Instance:
-        """Start one instance in an acquired slot (fetching the catalog if there is none yet).
+    async def _start_holding_slot(self, capabilities: dict[str, Any] | None = None) -> Instance:
+        """Start one instance in an acquired slot (fetching the catalog if there is none yet),
+        offering ``capabilities`` (default: the configured ones).
 
         Its own ``start_timeout`` bounds the start. Raises StartError.
         """
         assert self._nursery is not None
         needs_catalog = self.catalog is None
-        instance = self.new_instance(with_catalog=needs_catalog)
+        instance = self.new_instance(with_catalog=needs_catalog, capabilities=capabilities)
         try:
             await self._nursery.start(self._run_instance, instance)
         except StartError as exc:  # (the task has ended, and released the slot, by now)
@@ -156,12 +157,19 @@ class PooledBackend(BackendBase):
             self._changed()  # the route aggregates now include this server
         return instance
 
-    async def acquire(self) -> Instance:
-        """A ready instance: a warm one if there is one, else a cold start in a free slot.
+    async def acquire(self, session: Any = None) -> Instance:
+        """A ready instance for a call of ``session``: a warm one if there is one, else a cold
+        start in a free slot.
 
-        Waiting for a slot is bounded by ``call_timeout``; a warm instance that appears
-        meanwhile is taken instead.
+        Without a pool, every instance starts for its client: it is offered what ``offer_for`` says
+        for the session (never what that client cannot answer). With one, instances start before
+        their client and offer the configured capabilities, as a shared server does (the same for
+        every call, pool empty or not). Waiting for a slot is bounded by ``call_timeout``; a warm
+        instance that appears meanwhile is taken instead.
         """
+        offer = None
+        if self.offer_for is not None and session is not None and self.pool_size == 0:
+            offer = self.offer_for(session)
         have_slot = False
         with trio.move_on_after(self.call_timeout):
             while not have_slot:
@@ -179,7 +187,7 @@ class PooledBackend(BackendBase):
         if not have_slot:
             self.last_error = f"server {self.name!r} is at its limit of {self.max_instances} instances"
             raise StartError(self.last_error)
-        return await self._start_holding_slot()  # bounded by start_timeout, not call_timeout
+        return await self._start_holding_slot(offer)  # bounded by start_timeout, not call_timeout
 
     async def _slot_or_warm(self) -> None:
         """Wait until a slot is freed or a warm instance is added (either may serve us)."""
@@ -227,7 +235,7 @@ class SessionBackend(PooledBackend):
             if instance is None or not instance.alive:
                 if instance is not None:
                     self.restarts += 1
-                instance = await self.acquire()
+                instance = await self.acquire(session)
                 if session is not None and getattr(session, "closed", False):
                     instance.stop()
                     raise SessionEnded()
@@ -258,7 +266,7 @@ class CallBackend(PooledBackend):
 
     async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET, *,
                    session: Any = None, timeout: float | None = None, origin: Any = None) -> Raw:
-        instance = await self.acquire()
+        instance = await self.acquire(session)
         try:
             return await self._call_on(instance, method, params, timeout, origin)
         finally:

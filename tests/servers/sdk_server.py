@@ -36,6 +36,13 @@ def whoami() -> str:
 
 
 @server.tool()
+def offered(ctx: Context) -> str:
+    """The optional client capabilities the gateway offered this server, comma-separated."""
+    caps = ctx.session.client_capabilities
+    return ",".join(sorted(k for k in ("sampling", "elicitation", "roots") if getattr(caps, k, None) is not None))
+
+
+@server.tool()
 def fail(message: str) -> str:
     """Raise an error inside the tool (the SDK reports it as isError)."""
     raise ValueError(message)
