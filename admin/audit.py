@@ -163,12 +163,14 @@ class AuditLog:
 
     def __init__(self, path: str, *, queue: int, retention: float, max_rows: int | None,
                  store_arguments: Callable[[str | None], bool] = lambda server: False,
+                 server_of: Callable[[CallRecord], str | None] = lambda record: record.server,
                  retention_interval: float = 60.0) -> None:
         self.path = path
         self.retention = retention
         self.max_rows = max_rows
         self.retention_interval = retention_interval
         self._store_arguments = store_arguments
+        self._server_of = server_of  # prompts/get and resources/read records name no server: the route knows
         self._send, self._recv = trio.open_memory_channel[Row](queue)
         self._limiter = trio.CapacityLimiter(1)  # one connection, one thread at a time
         self._db: AuditDatabase | None = None
@@ -195,15 +197,16 @@ class AuditLog:
         """A Dispatcher observer: queue the record's row; never blocks, never raises (a full
         queue drops the row and counts it)."""
         raw = bytes(memoryview(record.arguments)) if record.arguments is not None else None
+        server = record.server if record.server is not None else self._server_of(record)
         arguments = None
-        if raw is not None and self._store_arguments(record.server):
+        if raw is not None and self._store_arguments(server):
             arguments = (raw.decode("utf-8", "replace") if len(raw) <= MAX_ARGUMENTS
                          else f"(not stored: {len(raw)} bytes, over {MAX_ARGUMENTS // 1024} KiB)")
         outcome, code = split_outcome(record.outcome)
         row: Row = (
             record.time, "call", record.route, record.session[:SESSION_PREFIX] if record.session else None,
-            None if record.identity is None else str(record.identity)[:200], (record.client or None) and
-            record.client[:200], record.peer, record.method, record.server, record.name,
+            None if record.identity is None else str(record.identity)[:200],
+            record.client[:200] if record.client else None, record.peer, record.method, server, record.name,
             record.duration if math.isfinite(record.duration) else None, outcome, code, record.request_bytes,
             record.response_bytes, self.digest(raw), arguments, None, None)
         try:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from gateway.config import ConfigError, load_document, parse_config
+from gateway.dispatch import CallRecord
 
 from .audit import AuditLog
 from .documents import document_of
@@ -81,7 +82,8 @@ class ControlPlane:
         self.audit: AuditLog | None = None
         if cfg.audit.enabled is not False and audit_db is not None:
             self.audit = AuditLog(audit_db, queue=cfg.audit.queue, retention=cfg.audit.retention,
-                                  max_rows=cfg.audit.max_rows, store_arguments=self._audit_arguments)
+                                  max_rows=cfg.audit.max_rows, store_arguments=self._audit_arguments,
+                                  server_of=self._server_of)
         self.server: AdminServer | None = None
         if cfg.admin.enabled:
             from .server import AdminServer
@@ -96,6 +98,19 @@ class ControlPlane:
     def _audit_arguments(self, server: str | None) -> bool:
         found = self.gateway.config.servers.get(server) if server is not None else None
         return bool(found is not None and found.audit_arguments)
+
+    def _server_of(self, record: CallRecord) -> str | None:
+        """The server a prompts/get or resources/read went to (the dispatcher names tools only)."""
+        route = self.gateway.routes.get(record.route)
+        if route is None or record.name is None:
+            return None
+        if record.method == "prompts/get":
+            found = route.catalog.prompt_index.get(record.name)
+            return found[0] if found else None
+        if record.method == "resources/read":
+            server: str | None = route.catalog.server_for_uri(record.name)
+            return server
+        return None
 
     def bind(self) -> None:
         """Bind the admin listener now (a taken port fails here, before anything starts)."""
