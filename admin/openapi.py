@@ -12,6 +12,7 @@ from typing import Any
 NULLABLE_STR = {"type": ["string", "null"]}
 NULLABLE_INT = {"type": ["integer", "null"]}
 NULLABLE_NUM = {"type": ["number", "null"]}
+_STRINGS = {"type": "array", "items": {"type": "string"}}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -48,11 +49,25 @@ _SCHEMAS: dict[str, Any] = {
         "config": {"type": ["object", "null"], "description": "the server's settings as written, redacted"},
     }),
     "ServerList": _obj({"servers": {"type": "array", "items": _ref("Server")}}),
-    "ServerSettings": {"type": "object", "description": "a server's settings, exactly as under servers.<name> in "
-                                                        "the config file (see docs/configuration.md)"},
+    "ServerSettings": {
+        "type": "object", "description": "a server's settings, exactly as under servers.<name> in the config file "
+                                         "(every key: docs/configuration.md); the rules are the file's",
+        "properties": {
+            "command": {"type": ["string", "array"], "items": {"type": "string"}}, "args": _STRINGS,
+            "env": {"type": "object", "additionalProperties": {"type": "string"}}, "cwd": {"type": "string"},
+            "image": {"type": "string"}, "url": {"type": "string"},
+            "secrets": {"type": "object", "additionalProperties": {"type": "string"}},
+            "lifecycle": {"enum": ["shared", "session", "call"]}, "pool": {"type": "integer", "minimum": 0},
+            "max_instances": {"type": "integer", "minimum": 1},
+            "call_timeout": {"type": ["string", "number"]}, "start_timeout": {"type": ["string", "number"]},
+            "prefix": {"type": ["boolean", "string"]}, "audit_arguments": {"type": "boolean"},
+            "required": {"type": "boolean"}},
+        "additionalProperties": True,
+        "examples": [{"command": "uvx", "args": ["mcp-server-time"], "call_timeout": "30s"}]},
     "NewServer": _obj({"name": {"type": "string"}, "server": _ref("ServerSettings")},
                       {"routes": {"type": "array", "items": {"type": "string"},
-                                  "description": "explicit routes to add the server to"}}),
+                                  "description": "explicit routes to add the server to"}}) | {
+        "examples": [{"name": "time", "server": {"command": "uvx", "args": ["mcp-server-time"]}}]},
     "Applied": _obj({"added": {"type": "array", "items": {"type": "string"}},
                      "removed": {"type": "array", "items": {"type": "string"}},
                      "changed": {"type": "array", "items": {"type": "string"}}, "routes": {"type": "boolean"}},
@@ -179,7 +194,8 @@ def document() -> dict[str, Any]:
                                            {200: _json_response("version", "Version")}, (404,), [_VERSION])},
         "/versions/{version}/yaml": {"get": _op(
             "getVersionYaml", "One version's document as YAML (redacted)",
-            {200: {"description": "YAML", "content": {"application/yaml": {"schema": {"type": "string"}}}}},
+            {200: {"description": "YAML", "content": {"application/yaml": {"schema": {
+                "type": "object", "description": "a YAML mapping: the config document"}}}}},
             (404,), [_VERSION])},
         "/versions/{version}/diff": {"get": _op(
             "diffVersion", "What a version changed (against the previous one, or against=N)",
