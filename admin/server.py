@@ -78,7 +78,10 @@ class AdminServer:
         sock, self._socket = self._socket, None
         config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the socket from here
         config.accesslog = None  # every change is in the audit log; requests are not logged
-        config.errorlog = logging.getLogger("mcp_gateway.admin.http")
+        http_log = logging.getLogger("mcp_gateway.admin.http")
+        if not http_log.isEnabledFor(logging.DEBUG):
+            http_log.setLevel(logging.WARNING)  # hypercorn's "Running on ..." says what our own line says
+        config.errorlog = http_log
         config.graceful_timeout = GRACE
         config.keep_alive_timeout = 5
         config.read_timeout = 30

@@ -147,6 +147,14 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     from .app import Gateway, GatewayError
     from .transports.stdio import serve_stdio
 
+    if config.store is not None:  # as `run`: the store's current version (the file imported when it changed)
+        from admin.cli import startup_config
+
+        try:
+            config = startup_config(args.config, config)
+        except ConfigError as exc:
+            print(f"mcp-gateway: {exc}", file=sys.stderr)
+            return 2
     route = (args.route or "/").rstrip("/") or "/"
     routes = config.resolved_routes()
     if route not in routes:

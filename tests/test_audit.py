@@ -235,3 +235,27 @@ async def test_sigterm_with_calls_in_flight_loses_no_audit_record(tmp_path: Path
     assert sorted(a["error"]["code"] for a in answers if "error" in a) == [-32004] * cut_off
     outcomes = dict(await db_rows(db, "SELECT outcome, count(*) FROM audit_log WHERE kind = 'call' GROUP BY outcome"))
     assert outcomes == {"ok": quick + finishing, "cancelled": cut_off}, outcomes
+
+
+async def test_the_stdio_front_audits_too_and_runs_the_stores_version(tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(yaml.safe_dump({"servers": {"a": {"command": PY, "args": [SDK_SERVER, "a"]}},
+                                   "store": {"path": str(db)}}))
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "stdio-test", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        call(2, "a__add", a=2, b=3), call(3, "a__nosuch"),
+    ]
+    stdin = "".join(json.dumps(m) + "\n" for m in lines).encode()
+    for _ in range(2):  # the second start: the file as it was, no new version
+        done = await trio.run_process([*CLI, "stdio", "--config", str(cfg)], stdin=stdin, capture_stdout=True,
+                                      capture_stderr=True, check=False)
+        assert done.returncode == 0, done.stderr
+        answers = [json.loads(line) for line in done.stdout.decode().splitlines()]
+        assert sorted(a.get("id") for a in answers) == [1, 2, 3]  # (answers come as calls end)
+    assert await db_rows(db, "SELECT id, source FROM config_versions") == [(1, f"file:{cfg}")]
+    recorded = await db_rows(db, "SELECT name, outcome, error_code, client FROM audit_log")
+    assert sorted(recorded, key=str) == sorted([("a__add", "ok", None, "stdio-test"),
+                                                ("a__nosuch", "error", -32602, "stdio-test")] * 2, key=str)
