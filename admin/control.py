@@ -113,7 +113,18 @@ class ControlPlane:
         return None
 
     def bind(self) -> None:
-        """Bind the admin listener now (a taken port fails here, before anything starts)."""
+        """Before the event loop (``mcp-gateway run``): check the audit database and the admin token
+        source, and bind the admin listener, so that each problem is one GatewayError naming its key."""
+        from gateway.app import GatewayError
+
+        from .audit import AuditDatabase
+
+        if self.audit is not None:
+            try:
+                AuditDatabase(self.audit.path).close()
+            except sqlite3.Error as exc:
+                key = "audit.path" if self.gateway.config.audit.path else "store.path"
+                raise GatewayError(f"{key}: cannot open the audit log {self.audit.path}: {exc}") from None
         if self.server is not None:
             self.server.bind()
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from gateway.config import Admin
+from gateway.config import Admin, ConfigError, resolve_secret
 
 from .auth import TokenCheck, check_listen, token_check
 
@@ -54,7 +54,9 @@ class AdminServer:
             return
         try:
             check_listen(self.admin)
-        except AuthError as exc:
+            if self.admin.token is not None:  # readable now, or the gateway does not start
+                resolve_secret(self.admin.token, where="admin.token")
+        except (AuthError, ConfigError) as exc:
             raise GatewayError(str(exc)) from None
         try:
             self._socket = loopback_socket(self.admin.host, self.admin.port)

@@ -508,6 +508,19 @@ async def test_a_taken_admin_port_is_a_plain_error(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
+def test_an_unreadable_token_or_audit_database_is_a_plain_error(tmp_path: Path) -> None:
+    server = {"a": {"command": PY, "args": [SDK_SERVER, "a"]}}
+    cases = [({"admin": {"enabled": True, "port": 0, "token": f"file:{tmp_path}/missing"}}, "admin.token: file:"),
+             ({"audit": {"path": f"{tmp_path}/no/such/dir/audit.db"}}, "audit.path: cannot open the audit log"),
+             ({"store": {"path": f"{tmp_path}/no/such/dir/gw.db"}}, "store.path: ")]
+    for i, (extra, said) in enumerate(cases):
+        cfg = _write(tmp_path / f"c{i}.yaml", {"servers": server, **extra})
+        out = subprocess.run([*CLI, "run", "--config", str(cfg), "--port", "0"], capture_output=True, text=True,
+                             timeout=30)
+        assert out.returncode == 2 and said in out.stderr, (extra, out.stderr)
+        assert "Traceback" not in out.stderr
+
+
 def test_check_describes_the_control_plane(tmp_path: Path) -> None:
     cfg = _write(tmp_path / "c.yaml", {
         "servers": {"a": {"command": "x", "audit_arguments": True}},
