@@ -535,3 +535,27 @@ def test_check_describes_the_control_plane(tmp_path: Path) -> None:
     assert "audit: arguments stored in the audit log" in out.stdout
 
 
+
+
+def test_a_config_made_into_a_document_reads_back_the_same() -> None:
+    from admin.documents import document_of, redact_url
+    from tests.helpers import ROOT
+
+    checked = 0
+    for path in sorted([*(ROOT / "config").glob("*.yaml"), *(ROOT / "config").glob("*.json")]):
+        try:
+            cfg = load_config(path)
+        except ConfigError:
+            continue  # (not every file there is a gateway config: alerts, dashboards)
+        assert parse_config(document_of(cfg)) == cfg, path
+        checked += 1
+    assert checked >= 2  # example.yaml, claude_desktop.json
+    rich = parse_config({
+        "servers": {"c": {"image": "x:1", "command": ["run"], "lifecycle": "call", "pool": 2, "limits": {"pids": 9}},
+                    "p": {"command": "x", "args": ["-v"], "call_timeout": "5s", "prefix": "pp", "audit_arguments": True},
+                    "r": {"url": "http://127.0.0.1:9/mcp", "transport": "sse", "headers": {"X": "y"}}},
+        "routes": {"/": ["p", "c"], "/r": {"servers": ["r"], "prefix": False}},
+        "limits": {"max_body": "1m"}, "timeouts": {"call": "2m"}, "audit": {"max_rows": None}})
+    assert parse_config(document_of(rich)) == rich
+    assert redact_url("https://u:p@h.example/x?a=1&b=") == "https://u:(redacted)@h.example/x?a=(redacted)&b=(redacted)"
+    assert redact_url("https://tok@h.example/") == "https://(redacted)@h.example/"
