@@ -390,9 +390,8 @@ async def test_health_and_metrics_on_the_admin_listener(tmp_path: Path) -> None:
         open_metrics = await api.http.request("GET", "/metrics", headers={
             "authorization": f"Bearer {TOKEN}", "accept": "application/openmetrics-text; version=1.0.0"})
         assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
-        data = await HTTPClient.connect(gw.port).__aenter__()  # the data plane keeps /metrics off by default
-        assert (await data.request("GET", "/metrics")).status == 404
-        await data.stream.aclose()
+        async with HTTPClient.connect(gw.port) as data:  # the data plane keeps /metrics off by default
+            assert (await data.request("GET", "/metrics")).status == 404
 
 
 # -- the CLI: run imports, export writes ---------------------------------------------------------------
