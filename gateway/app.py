@@ -45,6 +45,10 @@ class GatewayError(Exception):
 
 
 LauncherFactory = Callable[[str, ServerConfig], Launcher]
+#: (host, port) -> a container runtime: ``startup()``, ``shutdown()``, ``launcher(name, server)``,
+#: ``start_seconds`` (a stats.Histogram), ``instance_id``, ``identity``. The composition root
+#: (gateway/cli/compose.py) passes the sandbox's; the core never imports it.
+ContainerRuntimeFactory = Callable[[str, int], Any]
 
 
 def process_launcher(name: str, server: ServerConfig) -> Launcher:
@@ -72,17 +76,18 @@ class Gateway:
     """One running gateway. ``run`` owns every task; cancel it (or call ``shutdown``) to stop."""
 
     def __init__(self, config: GatewayConfig, *, host: str | None = None, port: int | None = None,
-                 launcher_factory: LauncherFactory | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> None:
+                 launcher_factory: LauncherFactory | None = None, page_size: int = DEFAULT_PAGE_SIZE,
+                 containers: ContainerRuntimeFactory | None = None,
+                 control_plane: Callable[[Gateway], Any] | None = None) -> None:
         self.config = config
         logsafe.configure(rate=config.limits.upstream_log_rate, burst=config.limits.upstream_log_burst)
         self.host = host if host is not None else config.listen.host
         self.port = port if port is not None else config.listen.port
         self._launcher_factory = launcher_factory
-        self.sandbox: Any = None  # sandbox.gateway_bridge.SandboxRuntime, only with container servers
-        if launcher_factory is None and any(s.kind == "container" for s in config.servers.values()):
-            from sandbox.gateway_bridge import SandboxRuntime  # Docker only when configured
-
-            self.sandbox = SandboxRuntime(self.host, self.port)
+        self._containers = containers
+        self.sandbox: Any = None  # the container runtime (sandbox.gateway_bridge.SandboxRuntime), when needed
+        if any(s.kind == "container" for s in config.servers.values()):
+            self.sandbox = self._container_runtime()
         self.progress = ProgressTable()
         self.relay = Relay()
         self.router = Router(self.progress, routes=lambda: self.routes.values())
@@ -136,9 +141,10 @@ class Gateway:
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self.control: Any = None  # admin.control.ControlPlane: admin API, config store, audit log
         if config.admin.enabled or config.store is not None or config.audit.path is not None:
-            from admin.control import ControlPlane  # the control plane only when configured
-
-            self.control = ControlPlane(self)
+            if control_plane is None:
+                raise GatewayError("admin, store and audit need the control plane: build the gateway with "
+                                   "gateway.cli.compose.build_gateway")
+            self.control = control_plane(self)
 
     def _mount_route(self, prefix: str, route: Route) -> None:
         base = "" if prefix == "/" else prefix
@@ -172,6 +178,15 @@ class Gateway:
         cls = SessionBackend if server.lifecycle == "session" else CallBackend
         return cls(name, connector, pool=server.pool, idle_timeout=server.idle_timeout, start_timeout=start,
                    call_timeout=call, max_instances=server.max_instances, **common)
+
+    def _container_runtime(self) -> Any:
+        """The container runtime for container servers (None when a launcher factory starts them)."""
+        if self._launcher_factory is not None:
+            return None
+        if self._containers is None:
+            raise GatewayError("container servers need a container runtime: build the gateway with "
+                               "gateway.cli.compose.build_gateway")
+        return self._containers(self.host, self.port)
 
     def _launcher(self, name: str, server: ServerConfig) -> Launcher:
         if self._launcher_factory is not None:
@@ -256,13 +271,11 @@ class Gateway:
             added = [n for n in config.servers if n not in old.servers]
             removed = [n for n in old.servers if n not in config.servers]
             changed = [n for n in config.servers if n in old.servers and _server_changed(old, config, n)]
-            if self.sandbox is None and self._launcher_factory is None and any(
-                    config.servers[n].kind == "container" for n in added + changed):
-                from sandbox.gateway_bridge import SandboxRuntime  # Docker only when configured
-
-                sandbox = SandboxRuntime(self.host, self.port)
-                await sandbox.startup()
-                self.sandbox = sandbox
+            if self.sandbox is None and any(config.servers[n].kind == "container" for n in added + changed):
+                sandbox = self._container_runtime()
+                if sandbox is not None:
+                    await sandbox.startup()
+                    self.sandbox = sandbox
             try:
                 fresh = {n: self._backend(n, config.servers[n], config) for n in added + changed}
             except (ConfigError, OSError) as exc:

@@ -15,7 +15,7 @@ capabilities            all dropped                                 ``cap_add``
 user                    ``65534:65534`` (nobody); numeric uid:gid,  ``user`` (+ ``allow_root``)
                         uid 0 and gid 0 refused
 memory                  256 MiB, no swap                            ``memory``
-CPU                     1 CPU                                       ``cpus``
+CPU                     0.5 CPU                                     ``cpus``
 processes               128 pids                                    ``pids``
 network                 ``none``                                    ``network`` (``host``, a name)
 host mounts             none; read-only unless ``rw``               ``mounts``
@@ -40,7 +40,7 @@ from typing import Any, Literal, NamedTuple
 
 from docker.types import LogConfig, Mount
 
-from gateway.config import root_user_problem
+from gateway.config import container as rules
 from sandbox import seccomp
 
 MANAGED_LABEL = "io.mcp-gateway.managed"
@@ -49,8 +49,6 @@ SERVER_LABEL = "io.mcp-gateway.server"
 _OUR_LABEL_PREFIX = "io.mcp-gateway."
 
 MIB = 1024 * 1024
-#: Docker refuses memory limits below 6 MiB.
-_MIN_MEMORY = 6 * MIB
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -77,56 +75,32 @@ class SandboxSpec:
     env: dict[str, str] = field(default_factory=dict)
     #: Already-resolved secret values: container env only. Kept out of repr so they are never logged.
     secrets_env: dict[str, str] = field(default_factory=dict, repr=False)
-    memory: int = 256 * MIB
-    cpus: float = 1.0
-    pids: int = 128
-    network: str = "none"
+    # The defaults and the rules are the config's (gateway/config/container.py): one place for both.
+    memory: int = rules.DEFAULT_MEMORY
+    cpus: float = rules.DEFAULT_CPUS
+    pids: int = rules.DEFAULT_PIDS
+    network: str = rules.DEFAULT_NETWORK
     mounts: Sequence[BindMount | tuple[str, str, bool]] = ()
-    user: str = "65534:65534"
+    user: str = rules.DEFAULT_USER
     allow_root: bool = False
     read_only: bool = True
-    tmpfs_size: int = 64 * MIB
+    tmpfs_size: int = rules.DEFAULT_TMPFS
     cap_add: Sequence[str] = ()
     #: ``strict``: our allowlist (:mod:`sandbox.seccomp`); ``docker-default``: the engine's profile.
     seccomp: Literal["strict", "docker-default"] = "strict"
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def _check(spec: SandboxSpec) -> None:
-    if not spec.image:
-        raise SandboxConfigError("image: must not be empty")
-    if spec.memory < _MIN_MEMORY:
-        raise SandboxConfigError(f"limits.memory: {spec.memory} bytes is below Docker's minimum of 6 MiB")
-    if not spec.cpus > 0:
-        raise SandboxConfigError(f"limits.cpus: must be > 0, got {spec.cpus}")
-    if spec.pids < 1:
-        raise SandboxConfigError(f"limits.pids: must be >= 1, got {spec.pids}")
-    if spec.tmpfs_size < MIB:
-        raise SandboxConfigError(f"tmpfs_size: must be at least 1 MiB, got {spec.tmpfs_size}")
-    if not spec.network:
-        raise SandboxConfigError("network: must not be empty (use 'none')")
-    if not spec.allow_root:
-        _check_non_root(spec.user)
-    for i, m in enumerate(map(BindMount._make, spec.mounts)):
-        if not (m.source.startswith("/") and m.target.startswith("/")):
-            raise SandboxConfigError(f"mounts[{i}]: source and target must be absolute paths")
-    for cap in spec.cap_add:
-        if not re.fullmatch(r"[A-Z_]+", cap.removeprefix("CAP_")):
-            raise SandboxConfigError(f"cap_add: {cap!r} is not a capability name")
-    if spec.seccomp not in ("strict", "docker-default"):
-        raise SandboxConfigError(f"seccomp: expected 'strict' or 'docker-default', got {spec.seccomp!r}")
-    overlap = spec.env.keys() & spec.secrets_env.keys()
-    if overlap:
-        raise SandboxConfigError(f"env and secrets both set {sorted(overlap)}")
-
-
-def _check_non_root(spec_user: str) -> None:
-    """Refuse a ``user`` that runs as uid 0 or gid 0, or that may (the rule is the config's)."""
-    problem = root_user_problem(spec_user)
-    if problem:
-        raise SandboxConfigError(
-            f"user: {problem}; set a numeric non-root uid:gid such as '65534:65534', "
-            "or allow_root: true to accept the risk")
+def _check(spec: SandboxSpec) -> list[str]:
+    """The config's container rules, for specs built by code too; returns cap_add normalized."""
+    try:
+        return rules.check(
+            image=spec.image, user=spec.user, allow_root=spec.allow_root, network=spec.network,
+            mounts=[(m.source, m.target) for m in map(BindMount._make, spec.mounts)], cap_add=spec.cap_add,
+            memory=spec.memory, cpus=spec.cpus, pids=spec.pids, tmpfs_size=spec.tmpfs_size, seccomp=spec.seccomp,
+            env=spec.env, secrets=spec.secrets_env)
+    except rules.RuleError as exc:
+        raise SandboxConfigError(str(exc)) from None
 
 
 def container_name(server: str) -> str:
@@ -141,7 +115,7 @@ def container_kwargs(server: str, spec: SandboxSpec, instance_id: str) -> dict[s
     Raises :class:`SandboxConfigError` for invalid or unsafe settings. The result holds secret
     values in ``environment``: log it only through :func:`redact`.
     """
-    _check(spec)
+    cap_add = _check(spec)
     labels = {k: v for k, v in spec.labels.items() if not k.startswith(_OUR_LABEL_PREFIX)}
     # Ours last and never overridable: orphan cleanup trusts them.
     labels |= {MANAGED_LABEL: "1", INSTANCE_LABEL: instance_id, SERVER_LABEL: server}
@@ -168,7 +142,7 @@ def container_kwargs(server: str, spec: SandboxSpec, instance_id: str) -> dict[s
         # seccomp: our strict profile inline, or nothing (Docker's default); never "unconfined".
         "security_opt": ["no-new-privileges:true", *seccomp.security_opt(spec.seccomp)],
         "cap_drop": ["ALL"],
-        "cap_add": list(spec.cap_add),
+        "cap_add": cap_add,
         "mem_limit": spec.memory,
         "memswap_limit": spec.memory,  # equal to mem_limit: no swap
         "nano_cpus": int(spec.cpus * 1e9),

@@ -15,6 +15,7 @@ import h11
 import trio
 
 from gateway.app import Gateway
+from gateway.cli.compose import build_gateway
 from gateway.config import GatewayConfig, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ class Running:
 @asynccontextmanager
 async def running_gateway(cfg: GatewayConfig, **kwargs: Any) -> AsyncIterator[Running]:
     async with trio.open_nursery() as nursery:
-        gateway = Gateway(cfg, port=0, **kwargs)
+        gateway = build_gateway(cfg, port=0, **kwargs)
         port = await nursery.start(gateway.run)
         try:
             yield Running(gateway, port)

@@ -9,11 +9,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from gateway.cli.describe import describe
 from gateway.config import (
     ConfigError,
     GatewayConfig,
     SecretError,
-    describe,
     format_duration,
     format_size,
     load_config,

@@ -28,7 +28,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from gateway.config import ConfigError, describe, parse_config
+from gateway.cli.describe import describe
+from gateway.config import ConfigError, parse_config
 from gateway.upstream.http_peer import GuardedBackend, HostRefused, HttpPeer
 from gateway.upstream.sse_decode import EventTooLarge, SSEDecoder
 from gateway.upstream.ssrf import HostGuard

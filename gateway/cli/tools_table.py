@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import trio
 
-from .app import Gateway
-from .config import GatewayConfig
-from .protocol.catalog import entry_str
+from ..config import GatewayConfig
+from ..protocol.catalog import entry_str
+from .compose import build_gateway
 
 
 async def collect_tool_table(config: GatewayConfig) -> tuple[bool, str]:
     """(all servers started, printable table of routes, tools, prompts and resources)."""
-    gateway = Gateway(config)
+    gateway = build_gateway(config)
     lines: list[str] = []
     async with trio.open_nursery() as nursery:
         async with trio.open_nursery() as starting:

@@ -13,13 +13,14 @@ from typing import Any
 
 import trio
 
-from .config import ConfigError, GatewayConfig, describe, load_config
+from ..config import ConfigError, GatewayConfig, load_config
+from .describe import describe
 
 log = logging.getLogger("mcp_gateway")
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
-    from . import logfmt
+    from .. import logfmt
 
     logfmt.setup(level, fmt)
 
@@ -38,7 +39,8 @@ def _load(path: str) -> GatewayConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
-    from .app import Gateway, GatewayError
+    from ..app import GatewayError
+    from .compose import build_gateway
 
     try:
         if config.store is not None:  # the store's current version runs (the file imported when it changed)
@@ -46,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             config = startup_config(args.config, config)
         _preflight(config)
-        gateway = Gateway(config, host=args.host, port=args.port)
+        gateway = build_gateway(config, host=args.host, port=args.port)
         if gateway.control is not None:
             gateway.control.config_file = args.config  # what a reload (SIGHUP, the watch, the admin API) reads
             gateway.control.bind()  # the admin listener: a taken port fails here, naming admin.port
@@ -102,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def reload_from_file(gateway: Any, path: str, why: str) -> bool:
     """Read the config file again and apply the difference; an invalid change is refused whole (the
     running config stays), with the reason in the log. True if it was applied."""
-    from .app import GatewayError
+    from ..app import GatewayError
 
     control = getattr(gateway, "control", None)
     if control is not None and control.store is not None:  # through the store: a new version when it changed
@@ -144,8 +146,9 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     """The gateway as a stdio MCP server: one client on stdin/stdout, logs on stderr."""
     config = _load(args.config)
     _setup_logging(args.log_level or "warning")
-    from .app import Gateway, GatewayError
-    from .transports.stdio import serve_stdio
+    from ..app import GatewayError
+    from ..transports.stdio import serve_stdio
+    from .compose import build_gateway
 
     if config.store is not None:  # as `run`: the store's current version (the file imported when it changed)
         from admin.cli import startup_config
@@ -163,7 +166,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     try:
         _preflight(config)
         # Port 0: its own sandbox identity, so that two stdio gateways never sweep each other's containers.
-        gateway = Gateway(config, port=0)
+        gateway = build_gateway(config, port=0)
     except (GatewayError, ConfigError) as exc:
         print(f"mcp-gateway: {exc}", file=sys.stderr)
         return 2
@@ -197,7 +200,7 @@ def _preflight(config: GatewayConfig) -> None:
 
         status = check_engine()
         if not status.reachable:
-            from .app import GatewayError
+            from ..app import GatewayError
 
             raise GatewayError(f"container servers are configured but Docker is unreachable: {status.error}")
 
@@ -259,7 +262,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

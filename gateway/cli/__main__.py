@@ -1,0 +1,5 @@
+"""python -m gateway.cli: the mcp-gateway command."""
+
+from . import main
+
+raise SystemExit(main())
