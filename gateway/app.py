@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 import trio
 
 from . import logsafe, metrics
@@ -475,9 +476,14 @@ def _restart_needed(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     return fixed
 
 
+#: Server settings read where they are used (names, readiness, the audit log): a change restarts nothing.
+_LIVE_SERVER_KEYS: Final = ("prefix", "required", "audit_arguments")
+
+
 def _server_changed(old: GatewayConfig, new: GatewayConfig, name: str) -> bool:
     """Whether a server must restart: its own settings, or the effective ones it takes from the gateway."""
-    if old.servers[name] != new.servers[name]:
+    same = dict.fromkeys(_LIVE_SERVER_KEYS, None)
+    if msgspec.structs.replace(old.servers[name], **same) != msgspec.structs.replace(new.servers[name], **same):
         return True
     if (old.start_timeout_for(name), old.call_timeout_for(name), old.ping_for(name)) != \
             (new.start_timeout_for(name), new.call_timeout_for(name), new.ping_for(name)):

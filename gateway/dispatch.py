@@ -224,17 +224,26 @@ class Dispatcher:
         body: bytes | None = None
         failure: ProtocolError | CallError | None = None
         started = trio.current_time()
-        with call.scope:
-            try:
-                if ctx.modern is not None and msg.method in mrtr.METHODS:
-                    result = await self._rounds(ctx, msg)
-                else:
-                    result = await self.router.handle(ctx, msg)
-                if ctx.modern is not None and not bytes(memoryview(result)).startswith(mrtr.INPUT_REQUIRED):
-                    result = complete_result(msg.method, result, ctx.route.server_meta)  # type: ignore[arg-type]
-                body = encode_result(request_id, result)
-            except (ProtocolError, CallError) as exc:
-                failure = exc
+        try:
+            with call.scope:
+                try:
+                    if ctx.modern is not None and msg.method in mrtr.METHODS:
+                        result = await self._rounds(ctx, msg)
+                    else:
+                        result = await self.router.handle(ctx, msg)
+                    if ctx.modern is not None and not bytes(memoryview(result)).startswith(mrtr.INPUT_REQUIRED):
+                        result = complete_result(msg.method, result, ctx.route.server_meta)  # type: ignore[arg-type]
+                    body = encode_result(request_id, result)
+                except (ProtocolError, CallError) as exc:
+                    failure = exc
+        except trio.Cancelled:
+            # Cancelled from outside (its connection or the gateway is gone, e.g. at the end of the
+            # shutdown grace): no answer will be sent, but the call is still counted and audited.
+            gone, elapsed = _STOPPED.get(call.reason or CANCELLED, Cancelled)(), trio.current_time() - started
+            self._count(ctx, msg, gone.code, elapsed)
+            if self.observers and msg.method in AUDITED:
+                self._observe(ctx, msg, gone, call, b"", elapsed)
+            raise
         self.answered += 1
         if body is None and failure is None:  # cancelled: say why
             failure = _STOPPED.get(call.reason or CANCELLED, Cancelled)()

@@ -7,6 +7,7 @@ import re
 import signal
 from pathlib import Path
 
+import h11
 import trio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -92,3 +93,33 @@ async def test_every_metric_the_dashboard_and_the_alerts_use_exists_in_a_real_sc
     # The alerts are the four the issue names.
     names = {rule["alert"] for group in alerts["groups"] for rule in group["rules"]}
     assert {"MCPServerDown", "MCPServerRestartLoop", "MCPHighErrorRatio", "MCPHighLatencyP99"} <= names
+
+
+async def test_a_call_cancelled_from_outside_is_still_counted_and_audited() -> None:
+    from gateway.dispatch import CallRecord
+
+    records: list[CallRecord] = []
+    async with trio.open_nursery() as outer:
+        async with running_gateway(config({"sdk": sdk_server()})) as gw:
+            gw.gateway.dispatcher.observers.append(records.append)
+            stats = gw.gateway.dispatcher.stats
+
+            unanswered = []
+
+            async def slow_call() -> None:
+                async with HTTPClient.connect(gw.port) as http:
+                    session = await http.initialize()
+                    try:
+                        await http.post("/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                            "name": "sdk__sleep", "arguments": {"seconds": 30}}}, session)
+                    except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError):
+                        unanswered.append(True)  # the gateway went away mid-call
+
+            outer.start_soon(slow_call)
+            with trio.fail_after(10):
+                while not gw.gateway.supervisors["sdk"].statistics().inflight:
+                    await trio.sleep(0.01)
+        # The gateway's tasks were cancelled, not drained: no answer went out, yet the call has its record.
+    assert unanswered == [True]
+    assert [(r.name, r.outcome) for r in records] == [("sdk__sleep", "cancelled")]
+    assert sum(n for (route, server, tool, status), n in stats.tool_calls.items() if tool == "sdk__sleep") == 1

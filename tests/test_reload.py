@@ -221,3 +221,17 @@ async def test_log_level_and_allowed_origins_change_live() -> None:
             assert not access_log.isEnabledFor(logging.INFO) and _log_call not in gw.gateway.dispatcher.observers
     finally:
         root.setLevel(level)
+
+
+async def test_names_readiness_and_audit_settings_change_without_a_restart() -> None:
+    async with running_gateway(config({"a": sdk_server("a")})) as gw, HTTPClient.connect(gw.port) as http:
+        session = await http.initialize()
+        pid = _pid(gw.gateway.supervisors["a"])
+        summary = await gw.gateway.apply(config({"a": sdk_server("a", prefix="alpha", required=False,
+                                                                 audit_arguments=True)}))
+        assert summary["changed"] == [] and _pid(gw.gateway.supervisors["a"]) == pid
+        assert "alpha__add" in await tools(http, session) and "a__add" not in await tools(http, session)
+        assert not gw.gateway.config.servers["a"].required
+        # A setting the instance was started with does restart it.
+        summary = await gw.gateway.apply(config({"a": sdk_server("a", prefix="alpha", env={"X": "1"})}))
+        assert summary["changed"] == ["a"] and _pid(gw.gateway.supervisors["a"]) != pid

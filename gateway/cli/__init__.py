@@ -260,5 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--config", required=True)
     doctor.set_defaults(func=cmd_doctor)
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except BrokenPipeError:  # `mcp-gateway check ... | head`: the reader is gone, and that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return result
