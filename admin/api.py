@@ -25,6 +25,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway import metrics
+from gateway.config.load import no_duplicate_keys
 from gateway.protocol.catalog import entry_str
 
 from . import documents
@@ -62,15 +63,6 @@ def error(status: int, code: str, message: str, path: str | None = None,
     return _json({"error": {"code": code, "message": message, "path": path}}, status, headers)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -87,7 +79,7 @@ async def _body() -> Any:
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
     raw = await _raw()
     try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         text = "JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {text}") from None

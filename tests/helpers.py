@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import h11
 import trio
@@ -156,3 +156,22 @@ class HTTPClient:
         note = await self.post(path, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
         assert note.status == 202
         return session
+
+
+def log_file(path: Path) -> BinaryIO:
+    """Where a subprocess gateway writes its log (read back by the test); open it before the process."""
+    return open(path, "wb")
+
+
+async def wait_healthy(port: int, proc: trio.Process, timeout: float = 30) -> None:
+    """Until a gateway started as a process answers ``GET /healthz`` with 200 (it exits: fail)."""
+    with trio.fail_after(timeout):
+        while True:
+            assert proc.returncode is None, "the gateway exited"
+            try:
+                async with HTTPClient.connect(port) as http:
+                    if (await http.request("GET", "/healthz")).status == 200:
+                        return
+            except OSError:
+                pass
+            await trio.sleep(0.05)

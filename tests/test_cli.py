@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 from mcp import Client
 
-from tests.helpers import ROOT, SDK_SERVER, HTTPClient, free_port
+from tests.helpers import ROOT, SDK_SERVER, free_port, wait_healthy
 
 CLI = [sys.executable, "-m", "gateway.cli"]
 
@@ -52,14 +52,7 @@ async def test_run_claude_desktop_config_then_sigterm_drains_in_flight_call(tmp_
     proc = await trio.lowlevel.open_process([*CLI, "run", "--config", str(cfg), "--port", str(port)],
                                             stderr=subprocess.PIPE)
     try:
-        with trio.fail_after(30):
-            while True:
-                try:
-                    async with HTTPClient.connect(port) as http:
-                        if (await http.request("GET", "/healthz")).status == 200:
-                            break
-                except OSError:
-                    await trio.sleep(0.1)
+        await wait_healthy(port, proc)
         url = f"http://127.0.0.1:{port}/mcp"
         async with Client(url, mode="legacy") as client:
             assert {"time__get_current_time", "sdk__echo"} <= {t.name for t in (await client.list_tools()).tools}

@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import h11
 import pytest
@@ -35,7 +35,9 @@ from tests.helpers import (
     Running,
     config,
     free_port,
+    log_file,
     running_gateway,
+    wait_healthy,
 )
 
 LEDGER = str(ROOT / "tests" / "servers" / "ledger_server.py")
@@ -451,36 +453,19 @@ async def test_shutdown_answers_running_calls_over_json_sse_and_batch_then_close
     assert_no_error_logs(caplog)
 
 
-def _log_file(path: Path) -> BinaryIO:
-    """Where a subprocess gateway writes its log (read back by the test)."""
-    return open(path, "wb")
-
-
 def _write_config(path: Path, extra: str = "") -> Path:
     path.write_text(f"servers:\n  l: {{command: {json.dumps(PY)}, args: [{json.dumps(LEDGER)}]}}\n{extra}")
     return path
 
 
-async def _wait_healthy(port: int, proc: trio.Process, timeout: float = 20) -> None:
-    with trio.fail_after(timeout):
-        while True:
-            assert proc.returncode is None, "the gateway exited"
-            try:
-                async with HTTPClient.connect(port) as http:
-                    if (await http.request("GET", "/healthz")).status == 200:
-                        return
-            except OSError:
-                await trio.sleep(0.05)
-
-
 async def test_sigterm_to_the_cli_answers_running_calls_then_exits(tmp_path: Path) -> None:
     cfg = _write_config(tmp_path / "gw.yaml", "timeouts: {shutdown_grace: 500ms}\n")
     port = free_port()
-    with _log_file(tmp_path / "gw.log") as log_file:
+    with log_file(tmp_path / "gw.log") as sink:
         proc = await trio.lowlevel.open_process([*CLI, "run", "--config", str(cfg), "--port", str(port)],
-                                                stderr=log_file)
+                                                stderr=sink)
     try:
-        await _wait_healthy(port, proc)
+        await wait_healthy(port, proc)
         async with HTTPClient.connect(port) as http:
             session = await http.initialize()
             with trio.fail_after(10):
@@ -569,12 +554,12 @@ async def test_descriptor_limit_caps_connections_and_idle_ones_make_room(tmp_pat
     cfg = _write_config(tmp_path / "gw.yaml")
     port = free_port()
     log_path = tmp_path / "gw.log"
-    with _log_file(log_path) as log_file:
+    with log_file(log_path) as sink:
         proc = await trio.lowlevel.open_process(
-            ["prlimit", "--nofile=400:400", *CLI, "run", "--config", str(cfg), "--port", str(port)], stderr=log_file)
+            ["prlimit", "--nofile=400:400", *CLI, "run", "--config", str(cfg), "--port", str(port)], stderr=sink)
     streams: list[trio.SocketStream] = []
     try:
-        await _wait_healthy(port, proc)
+        await wait_healthy(port, proc)
         found = re.search(r"limits.max_connections 20000 capped at (\d+): the file-descriptor limit is 400",
                           log_path.read_text())
         assert found, log_path.read_text()
@@ -644,9 +629,9 @@ async def test_accept_backs_off_on_emfile_with_one_log_line_per_episode(tmp_path
     script.write_text(EMFILE_SCRIPT.format(root=str(ROOT), ledger=LEDGER))
     release = tmp_path / "release"
     log_path = tmp_path / "gw.log"
-    with _log_file(log_path) as log_file:
+    with log_file(log_path) as sink:
         proc = await trio.lowlevel.open_process([PY, str(script), str(release)], stdout=subprocess.PIPE,
-                                                stderr=log_file)
+                                                stderr=sink)
     try:
         assert proc.stdout is not None
         out = b""

@@ -12,8 +12,17 @@ import trio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import PY, ROOT, HTTPClient, config, free_port, running_gateway, sdk_server
-from tests.test_hostile_client import _log_file
+from tests.helpers import (
+    PY,
+    ROOT,
+    HTTPClient,
+    config,
+    free_port,
+    log_file,
+    running_gateway,
+    sdk_server,
+    wait_healthy,
+)
 
 BROKEN = {"command": PY, "args": ["-c", "import sys; sys.exit(3)"], "restart_backoff": "5s"}
 
@@ -41,21 +50,16 @@ async def test_json_logs_are_one_object_per_line_with_context(tmp_path: Path) ->
                                    "log_level": "debug"}))
     port = free_port()
     log_path = tmp_path / "gw.log"
-    with _log_file(log_path) as log_file:
+    with log_file(log_path) as sink:
         proc = await trio.lowlevel.open_process(
             [str(Path(PY).with_name("mcp-gateway")), "run", "--config", str(cfg), "--port", str(port)],
-            stderr=log_file, cwd=str(ROOT))
+            stderr=sink, cwd=str(ROOT))
     try:
-        with trio.fail_after(30):
-            while True:
-                try:
-                    async with HTTPClient.connect(port) as http:
-                        session_id = await http.initialize()
-                        await http.post("/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-                            "name": "sdk__add", "arguments": {"a": 1, "b": 2}}}, session_id)
-                        break
-                except OSError:
-                    await trio.sleep(0.1)
+        await wait_healthy(port, proc)
+        async with HTTPClient.connect(port) as http:
+            session_id = await http.initialize()
+            await http.post("/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "sdk__add", "arguments": {"a": 1, "b": 2}}}, session_id)
     finally:
         proc.send_signal(signal.SIGTERM)
         with trio.fail_after(20):

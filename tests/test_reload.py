@@ -16,8 +16,18 @@ import pytest
 import trio
 
 from gateway.app import GatewayError
-from tests.helpers import PY, ROOT, HTTPClient, config, free_port, running_gateway, sdk_server, time_server
-from tests.test_hostile_client import _log_file
+from tests.helpers import (
+    PY,
+    ROOT,
+    HTTPClient,
+    config,
+    free_port,
+    log_file,
+    running_gateway,
+    sdk_server,
+    time_server,
+    wait_healthy,
+)
 
 
 async def tools(http: HTTPClient, session: str, path: str = "/mcp") -> set[str]:
@@ -169,20 +179,13 @@ async def test_the_cli_reloads_on_sighup_and_when_the_file_changes(tmp_path: Pat
     _write(cfg, {"a": sdk_server("a")})
     port = free_port()
     log_path = tmp_path / "gw.log"
-    with _log_file(log_path) as log_file:
+    with log_file(log_path) as sink:
         proc = await trio.lowlevel.open_process(
             [str(Path(PY).with_name("mcp-gateway")), "run", "--config", str(cfg), "--port", str(port)],
-            stderr=log_file, cwd=str(ROOT))
+            stderr=sink, cwd=str(ROOT))
     try:
+        await wait_healthy(port, proc)
         with trio.fail_after(30):
-            while True:
-                try:
-                    async with HTTPClient.connect(port) as http:
-                        if (await http.request("GET", "/healthz")).status == 200:
-                            break
-                except OSError:
-                    pass
-                await trio.sleep(0.1)
             async with HTTPClient.connect(port) as http:
                 session = await http.initialize()
                 _write(cfg, {"a": sdk_server("a"), "t": time_server()})  # the watch notices

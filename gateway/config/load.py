@@ -31,7 +31,8 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
         return mapping
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' object_pairs_hook that refuses duplicate keys (plain json keeps the last one)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -57,7 +58,7 @@ def load_document(path: str | os.PathLike[str]) -> object:
         raise ConfigError(f"not UTF-8 text (byte {e.start})", source=source) from None
     try:
         if source.lower().endswith(".json"):
-            data = json.loads(text, object_pairs_hook=_no_duplicates) if text.strip() else None
+            data = json.loads(text, object_pairs_hook=no_duplicate_keys) if text.strip() else None
         else:
             data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except json.JSONDecodeError as e:

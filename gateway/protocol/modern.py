@@ -303,6 +303,21 @@ def _render(value: Any) -> str | None:
     return None
 
 
+def param_headers(annotations: ParamHeaders, arguments: Raw) -> dict[str, str]:
+    """The ``Mcp-Param-*`` headers of a call to a tool whose schema annotates some arguments (the
+    gateway as a client of a 2026-07-28 server)."""
+    values = jsonrpc.decode_any(arguments)
+    out: dict[str, str] = {}
+    for path, (header, _) in annotations.items():
+        value: Any = values
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        rendered = _render(value) if value is not None else None
+        if rendered is not None:
+            out[header.decode("latin-1")] = encode_header_value(rendered)
+    return out
+
+
 def check_param_headers(annotations: ParamHeaders, arguments: Any,
                         headers: Mapping[bytes, bytes]) -> str | None:
     """Why the ``Mcp-Param-*`` headers of a ``tools/call`` disagree with its arguments (None: they agree).

@@ -37,7 +37,7 @@ from ..protocol.errors import (
 )
 from ..protocol.jsonrpc import Message, ProtocolError
 from .channel import Channel, Launcher
-from .peer import PeerHandlers, ServerRequest
+from .peer import PeerHandlers, ServerRequest, answer_now, relayed_answer
 
 log = logging.getLogger("mcp_gateway.upstream")
 
@@ -52,7 +52,6 @@ class _Waiter:
         self.origin = origin  # the client request this call serves (for the relay)
 
 
-_MAX_SERVER_REQUESTS = 64  # the server's own requests (sampling, ...) being relayed at once
 
 
 class UpstreamConnection:
@@ -307,34 +306,23 @@ class UpstreamConnection:
     def _answer_server_request(self, msg: Message) -> None:
         """The server's own requests: ``ping`` is answered here; the rest (sampling, elicitation,
         roots) is relayed in a task of its own (bounded), if the gateway relays any."""
-        assert msg.id is not UNSET and msg.id is not None
         handler = self._handlers.request
-        if msg.method == "ping":
-            self._answer(jsonrpc.result(msg.id, jsonrpc.RAW_EMPTY_OBJECT))
-        elif handler is None or self._nursery is None:
-            self._answer(jsonrpc.error(msg.id, jsonrpc.METHOD_NOT_FOUND,
-                                       f"the gateway does not relay {msg.method!r} from upstream servers"))
-        elif self._serving >= _MAX_SERVER_REQUESTS:
-            self._answer(jsonrpc.error(msg.id, jsonrpc.INTERNAL_ERROR,
-                                       f"too many requests from this server at once (limit {_MAX_SERVER_REQUESTS})"))
-        else:
-            self._serving += 1
-            self._nursery.start_soon(self._relay, handler, msg)
+        out = answer_now(msg, relaying=handler is not None and self._nursery is not None, serving=self._serving)
+        if out is not None:
+            self._answer(out)
+            return
+        assert handler is not None and self._nursery is not None
+        self._serving += 1
+        self._nursery.start_soon(self._relay, handler, msg)
 
     async def _relay(self, handler: Callable[[ServerRequest], Awaitable[Raw]], msg: Message) -> None:
-        request_id: jsonrpc.RequestId = msg.id  # type: ignore[assignment]
         try:
-            result = await handler(ServerRequest(str(msg.method), msg.params, self._origins()))
-            out = jsonrpc.result(request_id, result)
-        except (ProtocolError, CallError) as exc:
-            out = jsonrpc.error(request_id, exc.code, exc.message)
-        except Exception:  # containment: a bug while relaying answers the server, never ends anything
-            log.exception("%s: relaying %s failed", self.name, logsafe.clean(str(msg.method), 100))
-            out = jsonrpc.error(request_id, jsonrpc.INTERNAL_ERROR, "the gateway failed to relay this request")
+            data = await relayed_answer(self.name, handler, msg, ServerRequest(str(msg.method), msg.params,
+                                                                               self._origins()))
         finally:
             self._serving -= 1
         try:
-            await self._send.send(jsonrpc.encode(out))
+            await self._send.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the connection is gone
 

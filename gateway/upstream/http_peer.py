@@ -82,9 +82,10 @@ from ..protocol.modern import (
     ParamHeaders,
     encode_header_value,
     param_header_map,
+    param_headers,
 )
 from .channel import LaunchError
-from .peer import PeerHandlers, ServerRequest
+from .peer import MAX_SERVER_REQUESTS, PeerHandlers, ServerRequest, answer_now, relayed_answer
 from .sse_decode import Event, EventTooLarge, SSEDecoder
 from .ssrf import HostGuard, IPAddress
 
@@ -99,7 +100,6 @@ Transport = Literal["streamable-http", "sse", "auto"]
 MODERN: Final = "2026-07-28"
 USER_AGENT: Final = "mcp-gateway/0.1.0"
 MAX_INPUT_ROUNDS: Final = 10  # input_required rounds of one call (the SDKs' default)
-_MAX_SERVER_REQUESTS: Final = 64  # the server's own requests being relayed at once
 _CONNECT_RETRIES: Final = (0.1, 0.25, 0.5)  # quick retries of a refused connection before the peer ends
 _RESUME_ATTEMPTS: Final = 3  # GETs with Last-Event-ID for a call's stream cut before its answer
 _GET_READ_TIMEOUT: Final = 300.0  # a GET stream silent this long is reopened (a half-open TCP connection)
@@ -633,7 +633,7 @@ class HttpPeer:
         if isinstance(name, str):
             headers["mcp-name"] = encode_header_value(name)
             if method == "tools/call" and name in self._param_headers and "arguments" in members:
-                headers.update(_param_headers(self._param_headers[name], members["arguments"]))
+                headers.update(param_headers(self._param_headers[name], members["arguments"]))
         return jsonrpc.encode(jsonrpc.request(upstream_id, method, members)), headers
 
     async def _exchange(self, ex: _Exchange, params: Raw | dict[str, Raw] | UnsetType) -> Message:
@@ -803,41 +803,31 @@ class HttpPeer:
     # -- the server's own requests ----------------------------------------------------------------
 
     def _serve_request(self, msg: Message, origins: list[Any], exact: bool) -> None:
-        assert msg.id is not UNSET and msg.id is not None
         handler = self._handlers.request
         if self.mode == "modern":  # 2026-07-28 servers ask through input_required results, not requests
             log.debug("%s: ignoring a server request (%s) on the 2026-07-28 wire", self.name,
                       logsafe.clean(str(msg.method), 100))
-        elif msg.method == "ping":
-            self._answer(jsonrpc.result(msg.id, jsonrpc.RAW_EMPTY_OBJECT))
-        elif handler is None or self._nursery is None:
-            self._answer(jsonrpc.error(msg.id, jsonrpc.METHOD_NOT_FOUND,
-                                       f"the gateway does not relay {msg.method!r} from upstream servers"))
-        elif self._serving >= _MAX_SERVER_REQUESTS:
-            self._answer(jsonrpc.error(msg.id, jsonrpc.INTERNAL_ERROR,
-                                       f"too many requests from this server at once (limit {_MAX_SERVER_REQUESTS})"))
-        else:
-            self._serving += 1
-            self._nursery.start_soon(self._relay, handler, msg, origins, exact)
+            return
+        out = answer_now(msg, relaying=handler is not None and self._nursery is not None, serving=self._serving)
+        if out is not None:
+            self._answer(out)
+            return
+        assert handler is not None and self._nursery is not None
+        self._serving += 1
+        self._nursery.start_soon(self._relay, handler, msg, origins, exact)
 
     async def _relay(self, handler: Callable[[ServerRequest], Awaitable[Raw]], msg: Message,
                      origins: list[Any], exact: bool) -> None:
-        request_id: jsonrpc.RequestId = msg.id  # type: ignore[assignment]
         try:
-            result = await handler(ServerRequest(str(msg.method), msg.params, origins, exact=exact))
-            out = jsonrpc.result(request_id, result)
-        except (ProtocolError, CallError) as exc:
-            out = jsonrpc.error(request_id, exc.code, exc.message)
-        except Exception:  # containment: a bug while relaying answers the server, never ends anything
-            log.exception("%s: relaying %s failed", self.name, logsafe.clean(str(msg.method), 100))
-            out = jsonrpc.error(request_id, jsonrpc.INTERNAL_ERROR, "the gateway failed to relay this request")
+            data = await relayed_answer(self.name, handler, msg,
+                                        ServerRequest(str(msg.method), msg.params, origins, exact=exact))
         finally:
             self._serving -= 1
-        await self._side_post(jsonrpc.encode(out), f"the answer to {msg.method}")
+        await self._side_post(data, f"the answer to {msg.method}")
 
     def _answer(self, out: Message) -> None:
         """An answer we need not think about (ping, a refusal): bounded, like the relays."""
-        if self._nursery is None or self.mode == "modern" or self._answering >= _MAX_SERVER_REQUESTS:
+        if self._nursery is None or self.mode == "modern" or self._answering >= MAX_SERVER_REQUESTS:
             log.debug("%s: not answering a server request (too many at once)", self.name)
             return
         self._answering += 1
@@ -910,7 +900,7 @@ class HttpPeer:
                 nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
-            for key, raw in list(requests.items())[:_MAX_SERVER_REQUESTS]:
+            for key, raw in list(requests.items())[:MAX_SERVER_REQUESTS]:
                 nursery.start_soon(one, key, raw)
         if refused:
             raise refused[0]
@@ -1173,28 +1163,3 @@ def _status_error(name: str, what: str, response: httpx2.Response) -> CallError:
     return CallError(UPSTREAM_UNAVAILABLE, f"server {name!r} answered {what} with HTTP {status} {phrase}{hint}")
 
 
-def _render(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | str):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    return None
-
-
-def _param_headers(annotations: ParamHeaders, arguments: Raw) -> dict[str, str]:
-    """The ``Mcp-Param-*`` headers of a call to a tool whose schema annotates some arguments."""
-    try:
-        values = _any_decoder.decode(arguments)
-    except jsonrpc.DECODE_FAILURES:
-        return {}
-    out: dict[str, str] = {}
-    for path, (header, _) in annotations.items():
-        value: Any = values
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        rendered = _render(value) if value is not None else None
-        if rendered is not None:
-            out[header.decode("latin-1")] = encode_header_value(rendered)
-    return out

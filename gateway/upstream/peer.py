@@ -20,6 +20,7 @@ upstream's request arrives on the call's own stream), else the origins of every 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -29,7 +30,15 @@ from typing import Any, Protocol
 import trio
 from msgspec import UNSET, Raw, UnsetType
 
+from .. import logsafe
+from ..protocol import jsonrpc
+from ..protocol.errors import CallError, ProtocolError
 from ..protocol.jsonrpc import Message
+
+log = logging.getLogger("mcp_gateway.upstream")
+
+#: An upstream's own requests (sampling, ...) being relayed at once; beyond, they are refused.
+MAX_SERVER_REQUESTS = 64
 
 
 @dataclass(slots=True)
@@ -40,6 +49,36 @@ class ServerRequest:
     params: Raw | UnsetType
     origins: list[Any] = field(default_factory=list)  # the calls it may belong to (see the module docstring)
     exact: bool = False  # True: the transport said which call it belongs to (origins has one)
+
+
+def answer_now(msg: Message, *, relaying: bool, serving: int) -> Message | None:
+    """The answer to an upstream's request that needs no relay: ``ping``'s, or a refusal (the gateway
+    relays nothing, or already relays :data:`MAX_SERVER_REQUESTS`); None: relay it."""
+    assert msg.id is not UNSET and msg.id is not None
+    if msg.method == "ping":
+        return jsonrpc.result(msg.id, jsonrpc.RAW_EMPTY_OBJECT)
+    if not relaying:
+        return jsonrpc.error(msg.id, jsonrpc.METHOD_NOT_FOUND,
+                             f"the gateway does not relay {msg.method!r} from upstream servers")
+    if serving >= MAX_SERVER_REQUESTS:
+        return jsonrpc.error(msg.id, jsonrpc.INTERNAL_ERROR,
+                             f"too many requests from this server at once (limit {MAX_SERVER_REQUESTS})")
+    return None
+
+
+async def relayed_answer(server: str, handler: Callable[[ServerRequest], Awaitable[Raw]], msg: Message,
+                         request: ServerRequest) -> bytes:
+    """The encoded answer to an upstream's request, from the client it was relayed to; never raises
+    (a relay's bug answers the server with an error and ends nothing)."""
+    request_id: jsonrpc.RequestId = msg.id  # type: ignore[assignment]
+    try:
+        out = jsonrpc.result(request_id, await handler(request))
+    except (ProtocolError, CallError) as exc:
+        out = jsonrpc.error(request_id, exc.code, exc.message)
+    except Exception:
+        log.exception("%s: relaying %s failed", server, logsafe.clean(str(msg.method), 100))
+        out = jsonrpc.error(request_id, jsonrpc.INTERNAL_ERROR, "the gateway failed to relay this request")
+    return jsonrpc.encode(out)
 
 
 @dataclass(slots=True)
