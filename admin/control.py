@@ -114,8 +114,8 @@ class ControlPlane:
 
     def bind(self) -> None:
         """Before the event loop (``mcp-gateway run``): check the audit database and the admin token
-        source, and bind the admin listener, so that each problem is one GatewayError naming its key."""
-        from gateway.app import GatewayError
+        source, and bind the admin listener, so that each problem is one ConfigRefused naming its key."""
+        from gateway.app import ConfigRefused
 
         from .audit import AuditDatabase
 
@@ -124,7 +124,7 @@ class ControlPlane:
                 AuditDatabase(self.audit.path).close()
             except sqlite3.Error as exc:
                 key = "audit.path" if self.gateway.config.audit.path else "store.path"
-                raise GatewayError(f"{key}: cannot open the audit log {self.audit.path}: {exc}") from None
+                raise ConfigRefused(f"{key}: cannot open the audit log {self.audit.path}: {exc}") from None
         if self.server is not None:
             self.server.bind()
 
@@ -190,7 +190,7 @@ class ControlPlane:
             return result
 
     async def _change(self, document: dict[str, Any], *, caller: Caller, what: str, source: str) -> ChangeResult:
-        from gateway.app import GatewayError
+        from gateway.app import ConfigRefused
 
         if self.store is None:
             raise ChangeError(409, "no_store", "changes through the admin API need a config store: set store.path "
@@ -203,7 +203,7 @@ class ControlPlane:
             return ChangeResult(None)
         try:
             summary = await self.gateway.apply(config)
-        except GatewayError as exc:
+        except ConfigRefused as exc:
             raise ChangeError(409, "apply_refused", str(exc)) from None
         try:
             version = await self.store.commit(document, who=caller.who, what=what, source=source)
@@ -216,13 +216,13 @@ class ControlPlane:
         return ChangeResult(version, summary)
 
     async def _restore(self) -> None:
-        from gateway.app import GatewayError
+        from gateway.app import ConfigRefused
 
         if self.document is None:
             return
         try:
             await self.gateway.apply(parse_config(self.document))
-        except (GatewayError, ConfigError) as exc:  # the gateway keeps the new one: say so loudly
+        except (ConfigRefused, ConfigError) as exc:  # the gateway keeps the new one: say so loudly
             log.error("config store: the previous configuration could not be applied again: %s", exc)
 
     async def rollback(self, version: int, *, caller: Caller) -> ChangeResult:
@@ -254,11 +254,11 @@ class ControlPlane:
         if path is None:
             if self.document is None:
                 raise ChangeError(409, "no_source", "nothing to reload from: no config file and no store")
-            from gateway.app import GatewayError
+            from gateway.app import ConfigRefused
 
             try:
                 summary = await self.gateway.apply(parse_config(self.document))
-            except (GatewayError, ConfigError) as exc:
+            except (ConfigRefused, ConfigError) as exc:
                 raise ChangeError(409, "apply_refused", str(exc)) from None
             return ChangeResult(None, summary)
         try:
@@ -275,13 +275,13 @@ class ControlPlane:
                          why, path, last.id, self.version)
                 return ChangeResult(None)
         if self.store is None:
-            from gateway.app import GatewayError
+            from gateway.app import ConfigRefused
 
             try:
                 summary = await self.gateway.apply(parse_config(data, source=path))
             except ConfigError as exc:
                 raise ChangeError(422, "invalid_config", exc.message, exc.path or None) from None
-            except GatewayError as exc:
+            except ConfigRefused as exc:
                 raise ChangeError(409, "apply_refused", str(exc)) from None
             return ChangeResult(None, summary)
         return await self.change(data, caller=caller, what=f"reload of {path} ({why})", source=source)

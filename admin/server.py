@@ -45,7 +45,7 @@ class AdminServer:
 
     def bind(self) -> None:
         """Listen on ``admin.host``:``admin.port`` (refused beyond loopback without admin.token)."""
-        from gateway.app import GatewayError
+        from gateway.app import ConfigRefused
 
         from .auth import AuthError
         from .control import loopback_socket
@@ -57,11 +57,11 @@ class AdminServer:
             if self.admin.token is not None:  # readable now, or the gateway does not start
                 resolve_secret(self.admin.token, where="admin.token")
         except (AuthError, ConfigError) as exc:
-            raise GatewayError(str(exc)) from None
+            raise ConfigRefused(str(exc)) from None
         try:
             self._socket = loopback_socket(self.admin.host, self.admin.port)
         except OSError as exc:
-            raise GatewayError(f"admin.port: the admin API cannot listen on {self.admin.host}:{self.admin.port}: "
+            raise ConfigRefused(f"admin.port: the admin API cannot listen on {self.admin.host}:{self.admin.port}: "
                                f"{exc.strerror or exc}") from None
         self.port = int(self._socket.getsockname()[1])
 

@@ -168,7 +168,7 @@ def markdown(results: dict[str, Any], png_name: str | None = None) -> str:
              f"{_fmt(h['ratio_cold_start_vs_docker_run_hardened'], '×')} | | |")
     cost = h["metrics_cost"]
     L.append(f"| Cost of counting metrics (on {_fmt(h['metrics_on_rps'], '/s')} vs `metrics.enabled: false` "
-             f"{_fmt(h['metrics_off_rps'], '/s')}, interleaved) | {_fmt(None if cost is None else cost * 100, ' %', 1)} | "
+             f"{_fmt(h['metrics_off_rps'], '/s')}, one process switched by reload, ABBA) | {_fmt(None if cost is None else cost * 100, ' %', 1)} | "
              f"≤ 3 % | {_verdict(None if cost is None else cost * 100, 3.0, False)} |")
     L.append("")
     if results.get("skipped") or results.get("errors") or results.get("notes"):

@@ -41,8 +41,10 @@ log = logging.getLogger("mcp_gateway")
 access_log = logging.getLogger("mcp_gateway.access")
 
 DEFAULT_PAGE_SIZE = 1000
-class GatewayError(Exception):
-    """The gateway cannot start as configured (the message says how to fix it)."""
+
+
+class ConfigRefused(Exception):
+    """The gateway cannot start as configured, or a reload cannot apply (the message says how to fix it)."""
 
 
 LauncherFactory = Callable[[str, ServerConfig], Launcher]
@@ -143,7 +145,7 @@ class Gateway:
         self.control: Any = None  # admin.control.ControlPlane: admin API, config store, audit log
         if config.admin.enabled or config.store is not None or config.audit.path is not None:
             if control_plane is None:
-                raise GatewayError("admin, store and audit need the control plane: build the gateway with "
+                raise ConfigRefused("admin, store and audit need the control plane: build the gateway with "
                                    "gateway.cli.compose.build_gateway")
             self.control = control_plane(self)
 
@@ -185,7 +187,7 @@ class Gateway:
         if self._launcher_factory is not None:
             return None
         if self._containers is None:
-            raise GatewayError("container servers need a container runtime: build the gateway with "
+            raise ConfigRefused("container servers need a container runtime: build the gateway with "
                                "gateway.cli.compose.build_gateway")
         return self._containers(self.host, self.port)
 
@@ -198,7 +200,7 @@ class Gateway:
         if kind == "container":
             launcher: Launcher = self.sandbox.launcher(name, server)
             return launcher
-        raise GatewayError(f"servers.{name}: a {kind} server is not started by a launcher")
+        raise ConfigRefused(f"servers.{name}: a {kind} server is not started by a launcher")
 
     async def run(self, *, serve_http: bool = True,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -262,13 +264,13 @@ class Gateway:
         then stop; changed ones restart (a new instance, containers too) while every other server
         and every client session keeps running; routes and names update in one step and clients
         get list_changed. A change that cannot be applied whole (settings that need a restart, a
-        server that cannot be built) raises :class:`GatewayError` and leaves everything as it was.
+        server that cannot be built) raises :class:`ConfigRefused` and leaves everything as it was.
         """
         async with self._apply_lock:
             old = self.config
             fixed = _restart_needed(old, config)
             if fixed:
-                raise GatewayError(f"{', '.join(fixed)} cannot change while the gateway runs: restart it for that")
+                raise ConfigRefused(f"{', '.join(fixed)} cannot change while the gateway runs: restart it for that")
             added = [n for n in config.servers if n not in old.servers]
             removed = [n for n in old.servers if n not in config.servers]
             changed = [n for n in config.servers if n in old.servers and _server_changed(old, config, n)]
@@ -280,7 +282,7 @@ class Gateway:
             try:
                 fresh = {n: self._backend(n, config.servers[n], config) for n in added + changed}
             except (ConfigError, OSError) as exc:
-                raise GatewayError(f"the new configuration cannot be applied: {exc}") from exc
+                raise ConfigRefused(f"the new configuration cannot be applied: {exc}") from exc
             async with trio.open_nursery() as starting:  # first start attempts, side by side
                 for backend in fresh.values():
                     starting.start_soon(self._start_backend, backend)
@@ -294,6 +296,7 @@ class Gateway:
             if config.log_level != old.log_level:
                 logging.getLogger().setLevel(config.log_level.upper())
                 self._access_log()
+            self.dispatcher.stats.enabled = config.metrics.enabled
             routes_changed = self._apply_routes(config)
             for backend in retired:
                 assert self._nursery is not None
@@ -458,12 +461,14 @@ class Gateway:
             "routes": {p: {"collisions": r.catalog.collisions} for p, r in self.routes.items()
                        if r.catalog.collisions},
             "sessions": len(self.sessions),
+            "reloads": self.reloads,  # configurations applied since start: did my SIGHUP take?
         })
         await responder.send(200, [(b"content-type", b"application/json")], body)
 
 
 #: What a reload may change while the gateway runs: everything else needs a restart.
-_LIVE = frozenset({"servers", "routes", "tool_separator", "allowed_origins", "log_level", "timeouts", "remote"})
+_LIVE = frozenset({"servers", "routes", "tool_separator", "allowed_origins", "log_level", "timeouts", "remote",
+                   "metrics"})
 #: Timeouts a reload applies (through the servers they belong to); the others are fixed at start.
 _LIVE_TIMEOUTS = frozenset({"call", "start", "ping_interval", "ping_timeout"})
 
@@ -473,6 +478,8 @@ def _restart_needed(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     fixed = [f for f in old.__struct_fields__ if f not in _LIVE and getattr(old, f) != getattr(new, f)]
     fixed += [f"timeouts.{f}" for f in old.timeouts.__struct_fields__
               if f not in _LIVE_TIMEOUTS and getattr(old.timeouts, f) != getattr(new.timeouts, f)]
+    if old.metrics.data_plane != new.metrics.data_plane:  # metrics.enabled is live: counting on or off
+        fixed.append("metrics.data_plane")
     return fixed
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.app import ConfigRefused
 from gateway.metrics import NAMES
 from tests.helpers import HTTPClient, config, running_gateway, sdk_server
 
@@ -89,6 +91,19 @@ async def test_openmetrics_when_the_scraper_asks_and_metrics_can_be_off() -> Non
     assert reply.headers["content-type"].startswith("application/openmetrics-text")
     assert reply.body.rstrip().endswith(b"# EOF")
     assert b'mcp_tool_calls_total{' not in reply.body  # counting off: nothing counted
+
+
+async def test_counting_turns_on_by_reload_but_the_metrics_listener_needs_a_restart() -> None:
+    cfg = config({"sdk": sdk_server()}, metrics={"data_plane": True, "enabled": False})
+    async with running_gateway(cfg) as gw, HTTPClient.connect(gw.port) as http:
+        session = await http.initialize()
+        await _call(http, session, 1, "sdk__add", a=1, b=2)
+        await gw.gateway.apply(config({"sdk": sdk_server()}, metrics={"data_plane": True}))
+        await _call(http, session, 2, "sdk__add", a=1, b=2)
+        samples = _samples((await http.request("GET", "/metrics")).body.decode())
+        with pytest.raises(ConfigRefused, match="metrics.data_plane"):
+            await gw.gateway.apply(config({"sdk": sdk_server()}, metrics={"data_plane": False}))
+    assert _value(samples, "mcp_tool_calls_total", route="/", server="sdk", tool="sdk__add", status="ok") == 1
 
 
 async def test_the_data_plane_serves_no_metrics_unless_asked() -> None:

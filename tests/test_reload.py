@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from gateway.app import GatewayError
+from gateway.app import ConfigRefused
 from tests.helpers import (
     PY,
     ROOT,
@@ -129,7 +129,7 @@ async def test_a_change_that_cannot_be_applied_whole_is_refused_and_nothing_chan
         else:
             bad = config({"a": sdk_server("a"), "b": sdk_server("b", secrets={"K": "env:MCP_GW_TEST_UNSET_SECRET"})})
         before = dict(gw.gateway.supervisors)
-        with pytest.raises(GatewayError) as info:
+        with pytest.raises(ConfigRefused) as info:
             await gw.gateway.apply(bad)
         assert {"listen": "listen", "limits": "limits", "secret": "MCP_GW_TEST_UNSET_SECRET"}[change] in str(info.value)
         assert gw.gateway.supervisors == before and gw.gateway.config is cfg

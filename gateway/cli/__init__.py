@@ -39,7 +39,7 @@ def _load(path: str) -> GatewayConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
-    from ..app import GatewayError
+    from ..app import ConfigRefused
     from .compose import build_gateway
 
     try:
@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if gateway.control is not None:
             gateway.control.config_file = args.config  # what a reload (SIGHUP, the watch, the admin API) reads
             gateway.control.bind()  # the admin listener: a taken port fails here, naming admin.port
-    except (GatewayError, ConfigError) as exc:
+    except (ConfigRefused, ConfigError) as exc:
         print(f"mcp-gateway: {exc}", file=sys.stderr)
         return 2
     if gateway.sandbox is not None:
@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def reload_from_file(gateway: Any, path: str, why: str) -> bool:
     """Read the config file again and apply the difference; an invalid change is refused whole (the
     running config stays), with the reason in the log. True if it was applied."""
-    from ..app import GatewayError
+    from ..app import ConfigRefused
 
     control = getattr(gateway, "control", None)
     if control is not None and control.store is not None:  # through the store: a new version when it changed
@@ -117,7 +117,7 @@ async def reload_from_file(gateway: Any, path: str, why: str) -> bool:
         return False
     try:
         summary = await gateway.apply(config)
-    except GatewayError as exc:
+    except ConfigRefused as exc:
         log.error("reload (%s) refused, the running configuration stays: %s", why, exc)
         return False
     log.info("reload (%s) applied: %s", why, summary)
@@ -146,7 +146,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     """The gateway as a stdio MCP server: one client on stdin/stdout, logs on stderr."""
     config = _load(args.config)
     _setup_logging(args.log_level or "warning")
-    from ..app import GatewayError
+    from ..app import ConfigRefused
     from ..transports.stdio import serve_stdio
     from .compose import build_gateway
 
@@ -167,7 +167,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
         _preflight(config)
         # Port 0: its own sandbox identity, so that two stdio gateways never sweep each other's containers.
         gateway = build_gateway(config, port=0)
-    except (GatewayError, ConfigError) as exc:
+    except (ConfigRefused, ConfigError) as exc:
         print(f"mcp-gateway: {exc}", file=sys.stderr)
         return 2
     # stdout is the protocol stream: keep our own copy of it, and send anything else that would
@@ -200,9 +200,9 @@ def _preflight(config: GatewayConfig) -> None:
 
         status = check_engine()
         if not status.reachable:
-            from ..app import GatewayError
+            from ..app import ConfigRefused
 
-            raise GatewayError(f"container servers are configured but Docker is unreachable: {status.error}")
+            raise ConfigRefused(f"container servers are configured but Docker is unreachable: {status.error}")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
