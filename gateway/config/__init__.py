@@ -5,7 +5,8 @@ Every problem is a :class:`ConfigError` whose text is one line starting with the
 the config came from a file. Whichever way a change arrives (the file, a reload, the admin API),
 it goes through :func:`parse_config`: one set of rules.
 
-- :mod:`.schema`: the Structs, their defaults and per-key types and bounds;
+- :mod:`.schema`: the Structs, their defaults and per-key types and bounds (:mod:`.access`: auth,
+  policy, rate limits and tool filters);
 - :mod:`.units`: durations and sizes;
 - :mod:`.walker`: data -> Structs by the annotations, with key paths;
 - :mod:`.validate`: the rules across keys (server kinds, names, routes, remote servers, control plane);
@@ -15,6 +16,7 @@ it goes through :func:`parse_config`: one set of rules.
 
 from __future__ import annotations
 
+from .access import ApiKeys, Auth, Jwt, Match, RateLimit, Rule, ToolFilter
 from .container import root_user_problem
 from .errors import ConfigError, SecretError
 from .load import load_config, load_document, parse_config
@@ -39,7 +41,14 @@ from .validate import is_loopback
 
 __all__ = [
     "Admin",
+    "ApiKeys",
     "Audit",
+    "Auth",
+    "Jwt",
+    "Match",
+    "RateLimit",
+    "Rule",
+    "ToolFilter",
     "ConfigError",
     "ContainerLimits",
     "GatewayConfig",

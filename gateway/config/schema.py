@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from . import container
+from .access import Auth, OnToolChange, RateLimit, Rule, ToolFilter
 from .units import SIZE, Duration, KiB, MiB, Port, PositiveDuration, PositiveInt, Size
 
 
@@ -159,11 +160,27 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     bearer: str | None = None  # "env:NAME" or "file:/abs/path": Authorization: Bearer <it>, read at start
     ca_file: str | None = None  # a PEM CA bundle trusted besides the system's (TLS is always verified)
     connect_timeout: PositiveDuration = 10.0  # a TCP connect and TLS handshake
+    # Tools of this server hidden from every client (its own tool names).
+    tools: ToolFilter | None = None
+    # A tool whose definition (description, schemas) changed since it was first served: withheld
+    # until an admin approves it (block), served and logged (warn), or served (allow). None: block
+    # for remote servers, warn for the others.
+    on_tool_change: OnToolChange | None = None
+    # Replace the values of the gateway's secrets (and common credential shapes) in this server's
+    # tool results before they reach a client.
+    redact_results: bool = False
 
     @property
     def kind(self) -> Literal["process", "container", "remote"]:
         """``container`` (image), ``remote`` (url) or ``process`` (command)."""
         return "container" if self.image is not None else "remote" if self.url is not None else "process"
+
+    @property
+    def tool_change(self) -> OnToolChange:
+        """What happens when one of its tool definitions changes (the default follows the kind)."""
+        if self.on_tool_change is not None:
+            return self.on_tool_change
+        return "block" if self.kind == "remote" else "warn"
 
     def argv(self) -> list[str]:
         """Process: command + args. Container: its command ([] = the image's default). Remote: []."""
@@ -196,6 +213,7 @@ class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
 
     servers: list[str]
     prefix: bool = True  # False: names as the servers have them (a server's own `prefix` wins)
+    tools: ToolFilter | None = None  # tools hidden on this route from every caller (the names clients see)
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -215,6 +233,15 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, with route/session/server/tool
     remote: Remote = msgspec.field(default_factory=Remote)
+    # Who clients are (None: no authentication, loopback only; "none": open on any address, on purpose).
+    auth: Auth | Literal["none"] | None = None
+    policy: list[Rule] = []  # who may see and call what (none: every caller everything)
+    rate_limits: list[RateLimit] = []
+
+    @property
+    def authentication(self) -> Auth | None:
+        """The auth methods in force, or None when clients are not authenticated."""
+        return self.auth if isinstance(self.auth, Auth) and self.auth.methods else None
 
     def resolved_routes(self) -> dict[str, list[str]]:
         """Route path -> server names, with the default ``{"/": all servers}`` applied."""

@@ -21,6 +21,7 @@ from ..upstream import ssrf
 from ..upstream.ssrf import HostGuard
 from . import container
 from .errors import Invalid, show, what
+from .access import Auth
 from .schema import GatewayConfig, Remote, RouteConfig, ServerConfig
 from .secrets import SECRET_REF
 from .units import format_duration
@@ -77,7 +78,82 @@ def gateway(data: object) -> GatewayConfig:
     config: GatewayConfig = msgspec.structs.replace(
         base, servers=servers, routes=routes, allowed_origins=origins
     )
+    _access(config)
     return config
+
+
+def _access(config: GatewayConfig) -> None:
+    """auth, policy and rate_limits: what needs what (key paths)."""
+    auth, host = config.auth, config.listen.host
+    if auth is None and not is_loopback(host):
+        raise Invalid("auth", f"the data plane listens on {host} (beyond loopback) without authentication: set "
+                              "auth: {api_keys: true} (then `mcp-gateway keys create --name NAME`) or auth.jwt, "
+                              "or write `auth: none` to serve anyone who can reach it")
+    if isinstance(auth, Auth):
+        if not auth.methods:
+            raise Invalid("auth", "no method: set api_keys: true or jwt (or write `auth: none` for no authentication)")
+        if auth.resource is not None:
+            _absolute_url(auth.resource, "auth.resource")
+        for i, server in enumerate(auth.authorization_servers):
+            _absolute_url(server, f"auth.authorization_servers[{i}]")
+        if auth.keys is not None and auth.keys.path is not None and not auth.keys.path.strip():
+            raise Invalid("auth.api_keys.path", "must not be empty (leave it out for the default)")
+        if auth.jwt is not None:
+            _jwt(auth)
+    for i, rule in enumerate(config.policy):
+        if (rule.allow is None) == (rule.deny is None):
+            raise Invalid(f"policy[{i}]", "a rule is either {allow: {...}} or {deny: {...}}")
+        _who(rule.match.who, f"policy[{i}].{rule.effect}.who")
+    for i, limit in enumerate(config.rate_limits):
+        path = f"rate_limits[{i}]"
+        if limit.rate is None and limit.concurrent is None:
+            raise Invalid(path, "set rate (calls per second, with burst) or concurrent, or both")
+        if limit.rate is not None and not limit.rate > 0:
+            raise Invalid(f"{path}.rate", f"must be more than 0 calls per second, got {limit.rate}")
+        _who(limit.who, f"{path}.who")
+
+
+def _who(patterns: list[str], path: str) -> None:
+    for i, pattern in enumerate(patterns):
+        kind, sep, name = pattern.partition(":")
+        if sep and (kind not in ("group", "scope") or not name):
+            raise Invalid(f"{path}[{i}]", f"{pattern!r}: a caller is NAME, group:NAME, scope:NAME or *")
+
+
+def _absolute_url(url: str, path: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+        raise Invalid(path, f"{url!r} is not an absolute http(s) URL without a fragment")
+
+
+def _jwt(auth: Auth) -> None:
+    jwt = auth.jwt
+    assert jwt is not None
+    sources = [k for k in ("jwks_url", "jwks_file", "public_key_file", "secret") if getattr(jwt, k) is not None]
+    if len(sources) != 1:
+        raise Invalid("auth.jwt", "set exactly one of jwks_url, jwks_file, public_key_file or secret "
+                                  f"(the keys tokens are verified with), got {sources or 'none'}")
+    shared = [a for a in jwt.algorithms if a.startswith("HS")]
+    if not jwt.algorithms:
+        raise Invalid("auth.jwt.algorithms", "list at least one algorithm")
+    if jwt.secret is not None:
+        if not SECRET_REF.fullmatch(jwt.secret):
+            raise Invalid("auth.jwt.secret", "must be 'env:NAME' or 'file:/absolute/path' (value not shown)")
+        if len(shared) != len(jwt.algorithms):
+            raise Invalid("auth.jwt.algorithms", "a shared secret verifies HS256/HS384/HS512 only")
+    elif shared:
+        raise Invalid("auth.jwt.algorithms", f"{shared[0]} needs a shared secret (auth.jwt.secret); public keys "
+                                             "verify the others")
+    if jwt.jwks_url is not None:
+        _absolute_url(jwt.jwks_url, "auth.jwt.jwks_url")
+        parts = urlsplit(jwt.jwks_url)
+        if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+            raise Invalid("auth.jwt.jwks_url", "must be https (plain http only on loopback)")
+    if not jwt.issuer.strip():
+        raise Invalid("auth.jwt.issuer", "must not be empty")
+    if jwt.audience is None and auth.resource is None:
+        raise Invalid("auth.jwt.audience", "tokens are checked for this gateway's audience: set auth.resource "
+                                           "(this gateway's URI, e.g. https://mcp.example.com) or auth.jwt.audience")
 
 
 def is_loopback(host: str) -> bool:

@@ -27,6 +27,8 @@ def _expect(tp: Any) -> str:
         return unit.what if unit else _expect(get_args(tp)[0])
     if origin is list:
         return "a list"
+    if origin is Literal:
+        return " or ".join(map(repr, get_args(tp)))
     if origin is dict or (isinstance(tp, type) and issubclass(tp, msgspec.Struct)):
         return "a mapping"
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}.get(tp, str(tp))
@@ -39,8 +41,12 @@ def _fits(v: object, tp: Any) -> bool:
         return True if any(isinstance(m, Unit) for m in tp.__metadata__) else _fits(v, get_args(tp)[0])
     if origin is list:
         return isinstance(v, list)
+    if origin is Literal:
+        return isinstance(v, str)
     if origin is dict or (isinstance(tp, type) and issubclass(tp, msgspec.Struct)):
         return isinstance(v, dict)
+    if tp is float and isinstance(v, int) and not isinstance(v, bool):
+        return True
     return isinstance(v, tp) and not (isinstance(v, bool) and tp is not bool)
 
 
