@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     doctor = sub.add_parser("doctor", help="check Docker and the configured images")
     doctor.add_argument("--config", required=True)
     doctor.set_defaults(func=cmd_doctor)
+    from .keys import add_keys_parser
+
+    add_keys_parser(sub)
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)
