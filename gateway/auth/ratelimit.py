@@ -136,6 +136,7 @@ class RateLimiterStatistics:
     buckets: int  # per-identity buckets held, all rules
     in_flight: int  # admitted calls holding a concurrency slot
     evicted: int  # full idle buckets dropped to make room
+    cached: int  # (caller, route, name) entries in the applicable-rules cache
 
 
 class RateLimiter:
@@ -239,7 +240,7 @@ class RateLimiter:
 
     def statistics(self) -> RateLimiterStatistics:
         return RateLimiterStatistics(self._admitted, tuple(self._refused), sum(len(r.buckets) for r in self._rules),
-                                     self._in_flight, self._evicted)
+                                     self._in_flight, self._evicted, len(self._cache))
 
 
 def _oldest(buckets: OrderedDict[str, _Bucket], n: int) -> list[tuple[str, _Bucket]]:
