@@ -480,6 +480,9 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
         await control.audit_action(caller(), f"ended session {session.id[:SESSION_PREFIX]}")
         return Response("", status=204)
 
+    from .keys_api import register_keys
+
+    register_keys(app, control)
     return app
 
 

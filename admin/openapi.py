@@ -112,6 +112,24 @@ _SCHEMAS: dict[str, Any] = {
                      "peer": {"type": "string"}, "idle_seconds": {"type": "number", "minimum": 0},
                      "inflight": {"type": "integer"}, "streams": {"type": "integer"}}),
     "SessionList": _obj({"sessions": {"type": "array", "items": _ref("Session")}, "total": {"type": "integer"}}),
+    # API keys (admin/keys_api.py)
+    "ApiKey": _obj({
+        "name": {"type": "string"}, "id": {"type": "string"},
+        "routes": {"type": ["array", "null"], "items": {"type": "string"},
+                   "description": "the routes the key may use; null: every route"},
+        "groups": _STRINGS, "created": {"type": "number"}, "expires": NULLABLE_NUM,
+        "last_used": NULLABLE_NUM, "revoked": NULLABLE_NUM, "status": {"enum": ["active", "expired", "revoked"]}}),
+    "ApiKeyList": _obj({"keys": {"type": "array", "items": _ref("ApiKey")}}),
+    "NewApiKey": _obj({"name": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"}}, {
+        "routes": {"type": ["array", "null"], "items": {"type": "string", "pattern": "^/[!-~]{0,255}$"},
+                   "description": "the routes the key may use (default: every route)"},
+        "groups": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z0-9_.@:-]{1,64}$"}},
+        "expires": {"type": ["string", "number", "null"], "description": "lifetime: 30d, 12h or seconds "
+                                                                        "(default: never)"}}) | {
+        "examples": [{"name": "ci", "routes": ["/team-a"], "expires": "30d"}]},
+    "CreatedApiKey": _obj({"key": {"type": "string", "description": "the key: shown this once, kept hashed"},
+                           "record": _ref("ApiKey")}),
+    "RevokedApiKey": _obj({"record": _ref("ApiKey")}),
 }
 
 _ERRORS = {
@@ -151,6 +169,30 @@ _NAME = _path("name", {"type": "string", "minLength": 1})
 _VERSION = _path("version", {"type": "integer", "minimum": 1})
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
 _CHANGE = (400, 404, 409, 413, 415, 422, 503)
+
+
+def _key_paths() -> dict[str, Any]:
+    """/keys (admin/keys_api.py): 409 also when API keys are off, 503 when their database fails."""
+    off = "a key of that name exists, or API keys are off (auth: {api_keys: true})"
+    failed = "the API keys' database failed"
+    ops = {
+        "/keys": {
+            "get": _op("listKeys", "API keys (never their secrets)", {200: _json_response("keys", "ApiKeyList")},
+                       (400, 409, 503), [_query("all", {"enum": ["true", "false", "1", "0"]}, "revoked keys too")]),
+            "post": _op("createKey", "Make an API key (the key is in this answer only)",
+                        {201: _json_response("made", "CreatedApiKey")}, (400, 409, 413, 415, 422, 503),
+                        body="NewApiKey"),
+        },
+        "/keys/{name}": {"delete": _op("revokeKey", "Revoke an API key", {200: _json_response("revoked",
+                                                                                              "RevokedApiKey")},
+                                       (404, 409, 503), [_NAME])},
+    }
+    for methods in ops.values():
+        for op in methods.values():
+            for code, text in (("409", off), ("503", failed)):
+                if code in op["responses"]:
+                    op["responses"][code] = {**op["responses"][code], "description": text}
+    return ops
 
 
 def document() -> dict[str, Any]:
@@ -224,6 +266,7 @@ def document() -> dict[str, Any]:
                                              {204: {"description": "ended"}}, (404, 409),
                                              [_path("prefix", {"type": "string", "minLength": 1})])},
     }
+    paths.update(_key_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "mcp-gateway admin API", "version": "1"},
