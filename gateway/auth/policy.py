@@ -36,6 +36,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, Literal
 
 from ..config.access import Match, Rule, ToolFilter
@@ -108,34 +109,52 @@ class _Compiled:
     allow: bool
     who: Who
     routes: Glob
-    servers: Glob
-    names: dict[Kind, Glob]  # the kinds this rule covers, each with its name globs
+    servers: tuple[str, ...]  # globs (patterns, not compiled: a view merges the rules it keeps)
+    names: dict[Kind, tuple[str, ...]]  # the kinds this rule covers, each with its name globs
 
 
 def _compile(rule: Rule) -> _Compiled:
     m: Match = rule.match
     given: dict[Kind, list[str] | None] = {"tool": m.tools, "prompt": m.prompts, "resource": m.resources}
     if all(v is None for v in given.values()):
-        names: dict[Kind, Glob] = dict.fromkeys(KINDS, _always)
+        names: dict[Kind, tuple[str, ...]] = dict.fromkeys(KINDS, ("*",))
     else:
-        names = {k: compile_globs(v) for k, v in given.items() if v is not None}
-    return _Compiled(rule.effect == "allow", Who(m.who), compile_globs(m.routes), compile_globs(m.servers), names)
+        names = {k: _patterns(v) for k, v in given.items() if v is not None}
+    return _Compiled(rule.effect == "allow", Who(m.who), compile_globs(m.routes), _patterns(m.servers), names)
+
+
+def _patterns(globs: Iterable[str]) -> tuple[str, ...]:
+    found = sorted(set(globs))
+    return ("*",) if "*" in found else tuple(found)  # "*" covers the rest: one key for every rule that has it
+
+
+# Views compile merged pattern sets; the same sets recur across callers (bounded: config-derived keys).
+_globs = lru_cache(maxsize=4096)(compile_globs)
 
 
 class View:
-    """The policy for one caller on one route: :meth:`allows` tests only the rules that can apply."""
+    """The policy for one caller on one route: :meth:`allows` tests only the rules that can apply.
+
+    The rules kept are merged per kind and per ``servers`` patterns into one name regex, so an item
+    usually costs one server test and one regex match on each side (deny, allow).
+    """
 
     __slots__ = ("_allow", "_deny", "_open")
 
     def __init__(self, rules: Iterable[_Compiled] | None) -> None:
         # None: no policy at all, everything is allowed.
         self._open = rules is None
-        self._allow: dict[Kind, list[tuple[Glob, Glob]]] = {k: [] for k in KINDS}
-        self._deny: dict[Kind, list[tuple[Glob, Glob]]] = {k: [] for k in KINDS}
+        merged: dict[tuple[bool, Kind], dict[tuple[str, ...], list[str]]] = {}
         for rule in rules or ():
-            side = self._allow if rule.allow else self._deny
             for kind, names in rule.names.items():
-                side[kind].append((rule.servers, names))
+                merged.setdefault((rule.allow, kind), {}).setdefault(rule.servers, []).extend(names)
+
+        def side(allow: bool, kind: Kind) -> list[tuple[Glob, Glob]]:
+            groups = merged.get((allow, kind), {})
+            return [(_globs(servers), _globs(_patterns(names))) for servers, names in groups.items()]
+
+        self._allow: dict[Kind, list[tuple[Glob, Glob]]] = {k: side(True, k) for k in KINDS}
+        self._deny: dict[Kind, list[tuple[Glob, Glob]]] = {k: side(False, k) for k in KINDS}
 
     @property
     def anything(self) -> bool:
