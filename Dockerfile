@@ -19,7 +19,8 @@ ENV PYTHONPATH=/opt/mcp-gateway/site \
 LABEL org.opencontainers.image.title="mcp-gateway" \
       org.opencontainers.image.description="One hardened MCP endpoint in front of many MCP servers"
 EXPOSE 8080
-# Inside a container the gateway must listen beyond loopback to be reachable (with
-# --network host, bind 127.0.0.1 via --host to keep it local).
+# With --network host the example config's 127.0.0.1 is the host's loopback. To publish the port
+# instead (-p), mount a config that listens on 0.0.0.0 with auth (api_keys or jwt): beyond
+# loopback the gateway refuses to start without it.
 ENTRYPOINT ["python3", "-m", "gateway.cli"]
-CMD ["run", "--config", "/etc/mcp-gateway/example.yaml", "--host", "0.0.0.0"]
+CMD ["run", "--config", "/etc/mcp-gateway/example.yaml"]

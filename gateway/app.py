@@ -11,7 +11,9 @@ import msgspec
 import trio
 
 from . import logsafe, metrics
-from .config import ConfigError, GatewayConfig, ServerConfig, resolve_secret
+from .auth import LOCAL, oauth
+from .auth.access import Access
+from .config import ConfigError, GatewayConfig, ServerConfig, is_loopback, resolve_secret
 from .dispatch import CallRecord, Dispatcher
 from .http import fdlimit
 from .http.mount import MountTable
@@ -81,11 +83,16 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, host: str | None = None, port: int | None = None,
                  launcher_factory: LauncherFactory | None = None, page_size: int = DEFAULT_PAGE_SIZE,
                  containers: ContainerRuntimeFactory | None = None,
-                 control_plane: Callable[[Gateway], Any] | None = None) -> None:
+                 control_plane: Callable[[Gateway], Any] | None = None, config_file: str | None = None) -> None:
         self.config = config
+        self.config_file = config_file  # where relative defaults (the API keys' database) are found
         logsafe.configure(rate=config.limits.upstream_log_rate, burst=config.limits.upstream_log_burst)
         self.host = host if host is not None else config.listen.host
         self.port = port if port is not None else config.listen.port
+        if config.auth is None and not is_loopback(self.host):  # --host can move it after validation
+            raise ConfigRefused(f"auth: the data plane would listen on {self.host} (beyond loopback) without "
+                                "authentication: set auth: {api_keys: true} (then `mcp-gateway keys create "
+                                "--name NAME`) or auth.jwt, or write `auth: none` to serve anyone who can reach it")
         self._launcher_factory = launcher_factory
         self._containers = containers
         self.sandbox: Any = None  # the container runtime (sandbox.gateway_bridge.SandboxRuntime), when needed
@@ -93,7 +100,10 @@ class Gateway:
             self.sandbox = self._container_runtime()
         self.progress = ProgressTable()
         self.relay = Relay()
-        self.router = Router(self.progress, routes=lambda: self.routes.values())
+        # Who may call what (auth, policy, rate limits, tool filters and pins, redaction).
+        self.access = Access(config, config_file=config_file)
+        self.access.pins.on_change = self._catalog_changed  # an approved change: the tool appears
+        self.router = Router(self.progress, routes=lambda: self.routes.values(), access=lambda: self.access)
         self.sessions = SessionManager(max_sessions=config.limits.max_sessions,
                                        max_per_peer=config.limits.max_sessions_per_peer,
                                        idle_timeout=config.timeouts.session_idle, on_close=self._session_closed)
@@ -115,6 +125,9 @@ class Gateway:
         self.dispatcher.stats.enabled = config.metrics.enabled
         self.mounts = MountTable(OriginPolicy(list(config.allowed_origins), self.host),
                                  on_reject=self.dispatcher.stats.reject)
+        self.mounts.guard = self.access.guard  # None: no authentication (loopback only, or auth: none)
+        self.mounts.anonymous = LOCAL
+        self._mount_well_known()
         self.mounts.mount("/healthz", self._healthz)
         self.mounts.mount("/health", self._health)
         self.mounts.mount("/ready", self._ready)
@@ -149,12 +162,43 @@ class Gateway:
                                    "gateway.cli.compose.build_gateway")
             self.control = control_plane(self)
 
+    @property
+    def keyring(self) -> Any:
+        """The API keys (gateway.auth.keys.KeyRing), or None when they are off (the admin API uses it)."""
+        return self.access.keyring
+
+    @property
+    def pins(self) -> Any:
+        """The tool-definition pins (gateway.auth.pinning.Pins)."""
+        return self.access.pins
+
+    def _mount_well_known(self) -> None:
+        """RFC 9728 protected-resource metadata, when this gateway names its resource URI."""
+        auth = self.config.authentication
+        if auth is None or auth.resource is None:
+            return
+        document = oauth.protected_resource_metadata(auth)
+
+        async def metadata(request: Request, responder: Responder) -> None:
+            if request.method not in (b"GET", b"HEAD"):
+                await responder.send(405, [(b"allow", b"GET, HEAD, OPTIONS")], b"")
+                return
+            await responder.send(200, [(b"content-type", b"application/json"),
+                                       (b"cache-control", b"max-age=300")], document)
+
+        paths = oauth.metadata_paths(f"{'' if p == '/' else p}/{e}" for p in self.config.resolved_routes()
+                                     for e in ("mcp", "sse", "ws"))
+        for path in paths:
+            self.mounts.mount(path, metadata)
+
     def _mount_route(self, prefix: str, route: Route) -> None:
+        route.access = self.access
+        route.rebuild()  # built before it had its access: filtered and screened from now on
         base = "" if prefix == "/" else prefix
-        self.mounts.mount(f"{base}/mcp", self.streamable.endpoint(route))
-        self.mounts.mount(f"{base}/sse", self.legacy_sse.stream_endpoint(route, f"{base}/message"))
-        self.mounts.mount(f"{base}/message", self.legacy_sse.message_endpoint())
-        self.mounts.mount(f"{base}/ws", self.websocket.endpoint(route))
+        self.mounts.mount(f"{base}/mcp", self.streamable.endpoint(route), route=prefix)
+        self.mounts.mount(f"{base}/sse", self.legacy_sse.stream_endpoint(route, f"{base}/message"), route=prefix)
+        self.mounts.mount(f"{base}/message", self.legacy_sse.message_endpoint(), route=prefix)
+        self.mounts.mount(f"{base}/ws", self.websocket.endpoint(route), route=prefix)
 
     def _unmount_route(self, prefix: str) -> None:
         base = "" if prefix == "/" else prefix
@@ -229,6 +273,7 @@ class Gateway:
                 route.rebuild()
             await nursery.start(self.sessions.run)
             await nursery.start(self.dispatcher.exchanges.run)
+            await nursery.start(self.access.run)  # the API keys are loaded before the first request
             if self.control is not None:  # before the data plane: no call goes unaudited
                 await nursery.start(functools.partial(self.control.run, serve_api=serve_http))
             port = await nursery.start(self.http.run) if serve_http else 0
@@ -293,6 +338,7 @@ class Gateway:
             self.supervisors.update(fresh)
             self.config = config
             self.mounts.policy = OriginPolicy(list(config.allowed_origins), self.host)
+            self.access.apply(config)  # policy, rate limits, tool filters, redactors (routes rebuild below)
             if config.log_level != old.log_level:
                 logging.getLogger().setLevel(config.log_level.upper())
                 self._access_log()
@@ -468,7 +514,7 @@ class Gateway:
 
 #: What a reload may change while the gateway runs: everything else needs a restart.
 _LIVE = frozenset({"servers", "routes", "tool_separator", "allowed_origins", "log_level", "timeouts", "remote",
-                   "metrics"})
+                   "metrics", "policy", "rate_limits"})
 #: Timeouts a reload applies (through the servers they belong to); the others are fixed at start.
 _LIVE_TIMEOUTS = frozenset({"call", "start", "ping_interval", "ping_timeout"})
 
@@ -484,7 +530,7 @@ def _restart_needed(old: GatewayConfig, new: GatewayConfig) -> list[str]:
 
 
 #: Server settings read where they are used (names, readiness, the audit log): a change restarts nothing.
-_LIVE_SERVER_KEYS: Final = ("prefix", "required", "audit_arguments")
+_LIVE_SERVER_KEYS: Final = ("prefix", "required", "audit_arguments", "tools", "on_tool_change", "redact_results")
 
 
 def _server_changed(old: GatewayConfig, new: GatewayConfig, name: str) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from . import mrtr
 from .protocol import jsonrpc
 from .protocol.errors import (
     INVALID_REQUEST,
+    RATE_LIMITED,
     CallError,
     Cancelled,
     ProtocolError,
@@ -88,9 +90,17 @@ class CallContext:
     # the upstream took.
     tool: tuple[str, str] | None = None
     upstream_seconds: float | None = None
+    retry_after: float | None = None  # set with a rate limit's refusal: seconds until a call may pass
 
 
 Answer = tuple[int, bytes]  # (HTTP status the edge would use, encoded JSON-RPC answer)
+
+
+def answer_headers(status: int, ctx: CallContext) -> list[tuple[bytes, bytes]]:
+    """Headers an answer's status needs besides the content type: a 429 says when to retry."""
+    if status != 429 or ctx.retry_after is None:
+        return []
+    return [(b"retry-after", str(max(1, math.ceil(ctx.retry_after))).encode())]
 
 
 def encode_result(request_id: jsonrpc.RequestId, result: Raw) -> bytes:
@@ -258,7 +268,9 @@ class Dispatcher:
             self._observe(ctx, msg, failure, call, body, elapsed)
         if failure is None:
             return 200, body
-        return (200 if ctx.modern is None else http_status(failure.code)), body
+        if ctx.modern is None and failure.code != RATE_LIMITED:
+            return 200, body  # the handshake era: the JSON-RPC error is the answer
+        return http_status(failure.code), body
 
     def _observe(self, ctx: CallContext, msg: Message, failure: ProtocolError | CallError | None,
                  call: InFlight, body: bytes, elapsed: float) -> None:

@@ -18,9 +18,10 @@ import msgspec
 import trio
 from msgspec import Raw
 
+from .auth.ratelimit import RateLimited
 from .protocol import jsonrpc, modern
 from .protocol.catalog import RouteCatalog, aggregate, entry_str
-from .protocol.errors import CallError
+from .protocol.errors import RATE_LIMITED, CallError
 from .protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, Message, ProtocolError
 from .protocol.paging import page
 from .protocol.progress import ProgressTable
@@ -61,6 +62,7 @@ class Route:
         self.separator = separator
         self.page_size = page_size
         self._version = itertools.count(1)
+        self.access: Any = None  # gateway.auth.access.Access: filters and screens the catalog (set by the gateway)
         self.catalog: RouteCatalog = self._build()
         self.sessions: set[Session] = set()
         self.listeners: set[Listener] = set()  # subscriptions/listen streams (2026-07-28)
@@ -78,8 +80,11 @@ class Route:
         return [*self.sessions, *self.listeners]
 
     def _build(self) -> RouteCatalog:
-        cats = [(name, s.catalog) for name, s in self.servers.items() if s.catalog is not None]
-        return aggregate(cats, self.separator, next(self._version), self.name_prefixes)
+        access = self.access
+        cats = [(name, s.catalog if access is None else access.screen(name, s.catalog))
+                for name, s in self.servers.items() if s.catalog is not None]
+        catalog = aggregate(cats, self.separator, next(self._version), self.name_prefixes)
+        return catalog if access is None else access.filter_route(self.prefix, catalog)
 
     def reconfigure(self, servers: list[Backend], separator: str, name_prefixes: dict[str, str | None]) -> None:
         """Serve another set of servers (a reload); callers then :meth:`rebuild`. No await: one step."""
@@ -115,9 +120,11 @@ class Route:
 class Router:
     """Dispatches one session's requests. Stateless apart from the tables it is given."""
 
-    def __init__(self, progress: ProgressTable, routes: Callable[[], Iterable[Route]] = tuple) -> None:
+    def __init__(self, progress: ProgressTable, routes: Callable[[], Iterable[Route]] = tuple,
+                 access: Callable[[], Any] = lambda: None) -> None:
         self.progress = progress
         self.routes = routes  # every route (to find every client of a server)
+        self.access = access  # -> gateway.auth.access.Access: who may see and call what (None: everyone)
         self._levels: dict[str, str] = {}  # server -> the log level last set on it
 
     async def handle(self, ctx: CallContext, msg: Message) -> Raw:
@@ -127,7 +134,7 @@ class Router:
         if method == "tools/call":
             return await self._call_named(ctx, route.catalog.tool_index, "tool", msg)
         if method in _LISTS:
-            return self._list(route, method, msg)
+            return self._list(ctx, method, msg)
         if method == "ping":
             return jsonrpc.RAW_EMPTY_OBJECT
         if method == "prompts/get":
@@ -167,12 +174,15 @@ class Router:
             except CallError as exc:
                 log.info("%s: logging/setLevel %s failed: %s", name, target, exc.message)
 
-    def _list(self, route: Route, method: str, msg: Message) -> Raw:
+    def _list(self, ctx: CallContext, method: str, msg: Message) -> Raw:
         attr, key = _LISTS[method]
         params = jsonrpc.decode_params(msg)
         cursor = _opt_str(params, "cursor", msg)
+        route = ctx.route
         catalog = route.catalog
-        items, next_cursor = page(getattr(catalog, attr), cursor, catalog.version, route.page_size)
+        access = self.access()
+        entries = getattr(catalog, attr) if access is None else access.visible(ctx.identity, route.prefix, catalog, attr)
+        items, next_cursor = page(entries, cursor, catalog.version, route.page_size)
         out: dict[str, Any] = {key: items}
         if next_cursor is not None:
             out["nextCursor"] = next_cursor
@@ -185,7 +195,10 @@ class Router:
         if name is None:
             raise ProtocolError(INVALID_PARAMS, f"Invalid params: missing {what} name", jsonrpc.request_id(msg))
         target = index.get(name)
-        if target is None:
+        access = self.access()
+        if target is None or (access is not None and not access.allows(ctx.identity, ctx.route.prefix, what,
+                                                                       target[0], name)):
+            # What a caller may not use does not exist for it: the same answer as for no such name.
             raise ProtocolError(INVALID_PARAMS, f"Unknown {what}: {name!r}", jsonrpc.request_id(msg))
         server, upstream_name = target
         if msg.method == "tools/call":
@@ -198,17 +211,38 @@ class Router:
                 if problem is not None:
                     raise ProtocolError(jsonrpc.HEADER_MISMATCH, problem, jsonrpc.request_id(msg))
         params["name"] = Raw(jsonrpc.encoder.encode(upstream_name))
-        return await self._forward(ctx, ctx.route.servers[server], msg.method, params)  # type: ignore[arg-type]
+        return await self._limited(ctx, msg, server, name, params)
 
     async def _call_by_uri(self, ctx: CallContext, msg: Message) -> Raw:
         params = jsonrpc.decode_params(msg)
-        server = self._server_for_uri(ctx.route, params, msg)
-        return await self._forward(ctx, ctx.route.servers[server], "resources/read", params)
+        server = self._server_for_uri(ctx, params, msg)
+        return await self._limited(ctx, msg, server, _opt_str(params, "uri", msg) or "", params)
 
-    def _server_for_uri(self, route: Route, params: dict[str, Raw], msg: Message | None) -> str:
+    async def _limited(self, ctx: CallContext, msg: Message, server: str, name: str, params: dict[str, Raw]) -> Raw:
+        """Forward a call within the rate limits that apply to it; redact the result if configured."""
+        access = self.access()
+        ticket = None
+        if access is not None:
+            try:
+                ticket = access.admit(ctx.identity, ctx.route.prefix, name)
+            except RateLimited as refused:
+                ctx.retry_after = refused.retry_after
+                raise ProtocolError(RATE_LIMITED, f"Rate limited: {refused.message}",
+                                    jsonrpc.request_id(msg),
+                                    data={"retryAfter": refused.retry_after}) from None
+        try:
+            result = await self._forward(ctx, ctx.route.servers[server], msg.method, params)  # type: ignore[arg-type]
+        finally:
+            if ticket is not None:
+                ticket.release()
+        redactor = access.redactors.get(server) if access is not None else None
+        return result if redactor is None else Raw(redactor.redact(bytes(result)))
+
+    def _server_for_uri(self, ctx: CallContext, params: dict[str, Raw], msg: Message | None) -> str:
         uri = _opt_str(params, "uri", msg)
         if uri is None:
             raise ProtocolError(INVALID_PARAMS, "Invalid params: missing uri", _rid(msg))
+        route = ctx.route
         server = route.catalog.server_for_uri(uri)
         if server is None:
             with_resources = [n for n, s in route.servers.items()
@@ -216,6 +250,9 @@ class Router:
             if len(with_resources) != 1:
                 raise ProtocolError(INVALID_PARAMS, f"Unknown resource: {uri!r}", _rid(msg))
             server = with_resources[0]  # the only candidate may still know it (dynamic resources)
+        access = self.access()
+        if access is not None and not access.allows(ctx.identity, route.prefix, "resource", server, uri):
+            raise ProtocolError(INVALID_PARAMS, f"Unknown resource: {uri!r}", _rid(msg))
         return server
 
     async def _subscribe(self, ctx: CallContext, session: Session, msg: Message) -> Raw:
@@ -232,7 +269,7 @@ class Router:
     async def subscribe(self, ctx: CallContext, who: Session | Listener, uri: str) -> None:
         """Subscribe ``who`` to a resource; the upstream hears of it from the first subscriber only."""
         route = ctx.route
-        server = self._server_for_uri(route, {"uri": Raw(jsonrpc.encoder.encode(uri))}, None)
+        server = self._server_for_uri(ctx, {"uri": Raw(jsonrpc.encoder.encode(uri))}, None)
         first = not any(uri in (s.subscriptions or ()) for s in route.subscribers())
         if who.subscriptions is None:
             who.subscriptions = set()
@@ -248,7 +285,7 @@ class Router:
             who.subscriptions.discard(uri)
         if any(uri in (s.subscriptions or ()) for s in route.subscribers()):
             return
-        server = self._server_for_uri(route, {"uri": Raw(jsonrpc.encoder.encode(uri))}, None)
+        server = self._server_for_uri(ctx, {"uri": Raw(jsonrpc.encoder.encode(uri))}, None)
         await route.servers[server].call("resources/unsubscribe", {"uri": Raw(jsonrpc.encoder.encode(uri))},
                                          session=ctx.session)
 
@@ -261,7 +298,9 @@ class Router:
         if kind == "ref/prompt":
             name = entry_str(ref, "name") or ""
             target = route.catalog.prompt_index.get(name)
-            if target is None:
+            access = self.access()
+            if target is None or (access is not None and not access.allows(ctx.identity, route.prefix, "prompt",
+                                                                           target[0], name)):
                 raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name!r}", jsonrpc.request_id(msg))
             ref["name"] = Raw(jsonrpc.encoder.encode(target[1]))
             server = target[0]
@@ -272,7 +311,9 @@ class Router:
                 found = next((n for n, s in route.servers.items() if s.catalog is not None
                               and any(entry_str(t, "uriTemplate") == uri for t in s.catalog.resource_templates)),
                              None)
-            if found is None:
+            access = self.access()
+            if found is None or (access is not None and not access.allows(ctx.identity, route.prefix, "resource",
+                                                                          found, uri)):
                 raise ProtocolError(INVALID_PARAMS, f"Unknown resource template: {uri!r}", jsonrpc.request_id(msg))
             server = found
         else:

@@ -172,12 +172,13 @@ class Session:
     __slots__ = ("id", "route", "version", "client_info", "client_capabilities", "last_used",
                  "inflight", "subscriptions", "_outbox_send", "_outbox_recv", "closed", "dropped", "streams",
                  "_lru", "peer", "_peer_lru", "_sse", "_next_stream", "get_owner", "_ended", "log_level",
-                 "_client_requests", "draining")
+                 "_client_requests", "draining", "identity")
 
     def __init__(self, session_id: str, route: Any, version: str, client_info: Any,
                  client_capabilities: Any, lru: OrderedDict[str, Session] | None = None, *,
-                 peer: str = "", peer_lru: OrderedDict[str, Session] | None = None) -> None:
+                 peer: str = "", peer_lru: OrderedDict[str, Session] | None = None, identity: Any = None) -> None:
         self.id = session_id
+        self.identity = identity  # who opened it (gateway.auth.Identity): only they may use it
         self.peer = peer
         self._peer_lru = peer_lru
         self.route = route
@@ -349,7 +350,7 @@ class SessionManager:
                                  evicted=self.evicted_total, refused=self.refused_total)
 
     def create(self, route: Any, version: str, client_info: Any, client_capabilities: Any,
-               peer: str = "") -> Session:
+               peer: str = "", identity: Any = None) -> Session:
         """A new session for ``peer``, making room fairly when needed (see the module docstring).
 
         Raises :class:`SessionLimit` only if no room can be made: every session that could give
@@ -370,7 +371,7 @@ class SessionManager:
         if lru is None:
             lru = self._by_peer[key] = OrderedDict()
         session = Session(session_id, route, version, client_info, client_capabilities, self._sessions,
-                          peer=key, peer_lru=lru)
+                          peer=key, peer_lru=lru, identity=identity)
         self._sessions[session_id] = session
         lru[session_id] = session
         self.created_total += 1

@@ -32,6 +32,7 @@ _STATUS: Final = {
     errors.UNSUPPORTED_PROTOCOL_VERSION: "unsupported_version", errors.UPSTREAM_UNAVAILABLE: "unavailable",
     errors.REQUEST_TIMEOUT: "timeout", errors.UPSTREAM_INVALID: "upstream_invalid",
     errors.GATEWAY_SHUTTING_DOWN: "shutting_down", errors.REQUEST_CANCELLED: "cancelled",
+    errors.RATE_LIMITED: "rate_limited",
 }
 
 

@@ -148,12 +148,15 @@ class HTTPClient:
         body = message if isinstance(message, bytes) else json.dumps(message).encode()
         return await self.request("POST", path, body, hdrs)
 
-    async def initialize(self, path: str = "/mcp", version: str = "2025-11-25") -> str:
+    async def initialize(self, path: str = "/mcp", version: str = "2025-11-25",
+                         headers: dict[str, str] | None = None) -> str:
         reply = await self.post(path, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}})
+            "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}},
+            headers=headers)
         assert reply.status == 200, reply
         session = reply.headers["mcp-session-id"]
-        note = await self.post(path, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+        note = await self.post(path, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session,
+                               headers=headers)
         assert note.status == 202
         return session
 

@@ -49,6 +49,11 @@ class Identity:
         return self.routes is None or route in self.routes
 
 
+def same_caller(a: Identity | None, b: Identity | None) -> bool:
+    """Whether two requests come from the same caller (a session is only its opener's)."""
+    return a is b or (a is not None and b is not None and a.key == b.key)
+
+
 #: Stdio's caller and a loopback gateway's callers without authentication: the local user.
 LOCAL: Final = Identity("local", "local")
 

@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             config = startup_config(args.config, config)
         _preflight(config)
-        gateway = build_gateway(config, host=args.host, port=args.port)
+        gateway = build_gateway(config, host=args.host, port=args.port, config_file=args.config)
         if gateway.control is not None:
             gateway.control.config_file = args.config  # what a reload (SIGHUP, the watch, the admin API) reads
             gateway.control.bind()  # the admin listener: a taken port fails here, naming admin.port
@@ -166,7 +166,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     try:
         _preflight(config)
         # Port 0: its own sandbox identity, so that two stdio gateways never sweep each other's containers.
-        gateway = build_gateway(config, port=0)
+        gateway = build_gateway(config, port=0, config_file=args.config)
     except (ConfigRefused, ConfigError) as exc:
         print(f"mcp-gateway: {exc}", file=sys.stderr)
         return 2

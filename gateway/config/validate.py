@@ -20,8 +20,8 @@ import msgspec
 from ..upstream import ssrf
 from ..upstream.ssrf import HostGuard
 from . import container
-from .errors import Invalid, show, what
 from .access import Auth
+from .errors import Invalid, show, what
 from .schema import GatewayConfig, Remote, RouteConfig, ServerConfig
 from .secrets import SECRET_REF
 from .units import format_duration

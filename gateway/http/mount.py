@@ -3,15 +3,23 @@
 Every HTTP endpoint is a peer here (``/mcp``, ``/sse``, ``/message``, ``/ws``, their
 ``/<route>/...`` forms, ``/healthz``): a request is checked (Origin, Host), given its CORS
 headers, answered for a CORS preflight, and only then handed to the handler of its exact
-path. Nothing behind the table repeats those checks.
+path. An MCP endpoint (mounted with its route) also needs a caller: the guard authenticates the
+request and sets ``request.identity``, or answers the refusal (401/403) itself. Nothing behind
+the table repeats those checks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from .policy import PREFLIGHT_HEADERS, OriginPolicy
 from .server import Handler, Request, Responder
+
+
+class Guard(Protocol):
+    async def identify(self, request: Request, route: str) -> Any:
+        """The caller's identity, or a refusal ``(status, headers, body)`` to send as it is."""
 
 _JSON = [(b"content-type", b"application/json")]
 
@@ -20,15 +28,22 @@ class MountTable:
     def __init__(self, policy: OriginPolicy, on_reject: Callable[[str], None] | None = None) -> None:
         self.policy = policy
         self._handlers: dict[str, Handler] = {}
+        self._routes: dict[str, str] = {}  # MCP endpoint path -> its route: these need a caller
         self._on_reject = on_reject or (lambda reason: None)  # counts refusals for metrics
+        self.guard: Guard | None = None
+        self.anonymous: Any = None  # the identity of every caller when there is no guard
 
-    def mount(self, path: str, handler: Handler) -> None:
+    def mount(self, path: str, handler: Handler, *, route: str | None = None) -> None:
+        """``route``: the path is an MCP endpoint of that route (the guard runs before it)."""
         if path in self._handlers:
             raise ValueError(f"{path} is mounted twice")
         self._handlers[path] = handler
+        if route is not None:
+            self._routes[path] = route
 
     def unmount(self, path: str) -> None:
         self._handlers.pop(path, None)
+        self._routes.pop(path, None)
 
     @property
     def paths(self) -> list[str]:
@@ -53,7 +68,10 @@ class MountTable:
             await _forbidden(responder, "Forbidden: Host not allowed")
             return
         path = request.path
-        handler = self._handlers.get(path) or self._handlers.get(path.rstrip("/"))
+        handler = self._handlers.get(path)
+        if handler is None:
+            path = path.rstrip("/")
+            handler = self._handlers.get(path)
         if handler is None:
             endpoints = ", ".join(p for p in self.paths if p.endswith("/mcp"))
             await responder.send(404, [(b"content-type", b"text/plain; charset=utf-8")],
@@ -62,6 +80,17 @@ class MountTable:
         if request.method == b"OPTIONS":  # a CORS preflight (its Origin passed the check above)
             await responder.send(204, PREFLIGHT_HEADERS, b"")
             return
+        route = self._routes.get(path)
+        if route is not None:
+            guard = self.guard
+            if guard is None:
+                request.identity = self.anonymous
+            else:
+                found = await guard.identify(request, route)
+                if isinstance(found, tuple):  # counted by the guard, by reason
+                    await responder.send(*found)
+                    return
+                request.identity = found
         await handler(request, responder)
 
 

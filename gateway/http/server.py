@@ -28,6 +28,7 @@ import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import h11
 import trio
@@ -51,6 +52,7 @@ class Request:
     body: bytes
     http_version: bytes = b"1.1"
     peer: str = ""  # the client's IP address ("" if unknown)
+    identity: Any = None  # who sent it (gateway.auth.Identity), set by the mount table on MCP endpoints
 
     @property
     def path(self) -> str:

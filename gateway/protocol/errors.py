@@ -5,7 +5,8 @@
     GatewayError
     ├── ProtocolError             a peer sent something we cannot accept; ``code`` says what
     │                             (-32700 parse, -32600 shape, -32601 method, -32602 params,
-    │                             -32020 header mismatch, -32022 unsupported version)
+    │                             -32020 header mismatch, -32022 unsupported version,
+    │                             -32005 rate limited: HTTP 429 with Retry-After in both eras)
     └── CallError                 a call ended without a result
         ├── UpstreamError         the upstream answered with a JSON-RPC error: its code, passed through
         ├── UpstreamTimeout       -32001  no answer within the call's timeout
@@ -46,6 +47,7 @@ UPSTREAM_UNAVAILABLE: Final = -32000  # the upstream server crashed, exited, is 
 REQUEST_TIMEOUT: Final = -32001  # the upstream did not answer within the call timeout
 UPSTREAM_INVALID: Final = -32003  # the upstream answered with a message that cannot be read
 GATEWAY_SHUTTING_DOWN: Final = -32004  # the call was still running when the shutdown grace ended
+RATE_LIMITED: Final = -32005  # a rate limit refused the call; data.retryAfter: seconds until one is free
 REQUEST_CANCELLED: Final = -32800  # LSP's RequestCancelled; used only where an answer is unavoidable
 
 RequestId = int | str
@@ -54,6 +56,7 @@ RequestId = int | str
 _HTTP_STATUS: Final = {
     PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
     MISSING_REQUIRED_CLIENT_CAPABILITY: 400, UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404,
+    RATE_LIMITED: 429,
 }
 
 

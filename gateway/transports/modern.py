@@ -20,7 +20,7 @@ import msgspec
 import trio
 from msgspec import UNSET, Raw
 
-from ..dispatch import CallContext, Dispatcher
+from ..dispatch import CallContext, Dispatcher, answer_headers
 from ..http.server import Request, Responder
 from ..protocol import inbound, jsonrpc, modern
 from ..protocol.errors import INVALID_REQUEST, METHOD_NOT_FOUND, ProtocolError, http_status
@@ -104,7 +104,7 @@ class ModernFront:
                 jsonrpc.result(msg.id, Raw(jsonrpc.encoder.encode(result)))))  # type: ignore[arg-type]
             return
         ctx = CallContext(route, None, headers=request.headers, version=classified.version, peer=request.peer,
-                          modern=classified)
+                          modern=classified, identity=request.identity)
         if method == "subscriptions/listen":
             await self._listen(ctx, msg, responder, post)
             return
@@ -120,7 +120,7 @@ class ModernFront:
             if stream is None or not stream.streaming:
                 if stream is not None:
                     stream.closed = True
-                await responder.send(status, JSON_HEADERS, body)
+                await responder.send(status, [*JSON_HEADERS, *answer_headers(status, ctx)], body)
             else:
                 await stream.finish(body)
         finally:

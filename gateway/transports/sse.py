@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 import trio
 
+from ..auth import same_caller
 from ..dispatch import Dispatcher
 from ..http.server import Handler, Request, Responder
 from ..protocol import inbound
@@ -73,7 +74,7 @@ class LegacySSE:
                 return
             query = parse_qs(request.target.partition(b"?")[2].decode("latin-1"))
             stream = self._streams.get((query.get("sessionId") or [""])[0])
-            if stream is None:
+            if stream is None or not same_caller(stream.wire.identity, request.identity):  # not yours: unknown
                 await _reject(responder, Rejection(404, INVALID_REQUEST,
                                                    "Session not found: open a new stream with GET /sse"))
                 return
@@ -86,7 +87,8 @@ class LegacySSE:
         return handle
 
     async def _serve_stream(self, route: Route, message_path: str, request: Request, responder: Responder) -> None:
-        wire = WireSession(route, self.dispatcher, self.sessions, wire="sse", peer=request.peer)
+        wire = WireSession(route, self.dispatcher, self.sessions, wire="sse", peer=request.peer,
+                           identity=request.identity)
         stream_id = secrets.token_urlsafe(24)
         stream = self._streams[stream_id] = _Stream(wire)
 

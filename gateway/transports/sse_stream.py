@@ -115,13 +115,14 @@ class PostStream:
             stream.writers -= 1
             self._pump_done.set()
 
-    async def finish(self, body: bytes | None) -> None:
-        """Send the answer: as JSON if nothing was streamed, else as the stream's last event
-        (None: end the stream without one, as for a request the client cancelled)."""
+    async def finish(self, body: bytes | None, status: int = 200,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Send the answer: as JSON with ``status`` if nothing was streamed, else as the stream's
+        last event (None: end the stream without one, as for a request the client cancelled)."""
         if self.stream is None:
             self.closed = True
             if body is not None:
-                await self._responder.send(200, JSON_HEADERS, body)
+                await self._responder.send(status, [*JSON_HEADERS, *(headers or ())], body)
             return
         if body is not None and not self.closed:
             self.stream.add(body)

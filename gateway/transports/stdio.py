@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..auth import LOCAL
 from .lines import LineReader, MessageTooLarge
 from .wire import WireSession
 
@@ -27,7 +28,7 @@ async def serve_stdio(gateway: Gateway, route: str, stdin: trio.abc.ReceiveStrea
                       *, max_message: int | None = None) -> None:
     """Serve one client on ``stdin``/``stdout`` until stdin ends."""
     wire = WireSession(gateway.routes[route], gateway.dispatcher, gateway.sessions, wire="stdio",
-                       drain_on_eof=gateway.config.timeouts.shutdown_grace)
+                       drain_on_eof=gateway.config.timeouts.shutdown_grace, identity=LOCAL)  # the local user
     reader = LineReader(stdin, max_message or gateway.config.limits.max_message)
 
     async def write() -> None:

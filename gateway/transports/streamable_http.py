@@ -24,7 +24,8 @@ import trio
 from msgspec import UNSET, Raw
 
 from .. import logsafe
-from ..dispatch import CallContext, Dispatcher
+from ..auth import same_caller
+from ..dispatch import CallContext, Dispatcher, answer_headers
 from ..http.server import Handler, Request, Responder
 from ..protocol import inbound, jsonrpc, mcp
 from ..protocol.errors import INVALID_REQUEST, ProtocolError
@@ -94,7 +95,8 @@ class StreamableHTTP:
             await _reject(responder, Rejection(404, INVALID_REQUEST, "Session belongs to another endpoint",
                                                jsonrpc.request_id(msg)))
             return
-        ctx = CallContext(route, session, headers=request.headers, version=session.version, peer=request.peer)
+        ctx = CallContext(route, session, headers=request.headers, version=session.version, peer=request.peer,
+                          identity=request.identity)
         if msg.is_request:
             await self._request(ctx, msg, responder, post.accepts_json, post.accepts_sse)
         elif msg.is_response:
@@ -109,7 +111,7 @@ class StreamableHTTP:
         if header is None:
             return inbound.MISSING_SESSION
         session = self.sessions.get(header)
-        if session is None:
+        if session is None or not same_caller(session.identity, request.identity):  # another's is unknown to you
             return inbound.UNKNOWN_SESSION
         session.touch()
         return session
@@ -126,7 +128,8 @@ class StreamableHTTP:
         version = mcp.negotiate_version(jsonrpc.decode_any(params.get("protocolVersion")))
         try:
             session = self.sessions.create(route, version, jsonrpc.decode_any(params.get("clientInfo")),
-                                           jsonrpc.decode_any(params.get("capabilities")), request.peer)
+                                           jsonrpc.decode_any(params.get("capabilities")), request.peer,
+                                           identity=request.identity)
         except SessionLimit as exc:
             await _reject(responder, _counted(self.dispatcher.stats, Rejection(
                 503, jsonrpc.INTERNAL_ERROR, f"Too many sessions: {exc}", jsonrpc.request_id(msg))))
@@ -153,12 +156,13 @@ class StreamableHTTP:
         try:
             if stream is not None and not accepts_json:
                 stream.start()  # the client reads nothing but SSE
-            _, body = await self.dispatcher.run(ctx, msg, admitted)
+            status, body = await self.dispatcher.run(ctx, msg, admitted)
             if stream is None:
-                await responder.send(200, JSON_HEADERS, body)
+                await responder.send(status, [*JSON_HEADERS, *answer_headers(status, ctx)], body)
             else:
                 # A client's own cancel ends its stream without an answer; a JSON answer always has one.
-                await stream.finish(None if admitted.reason == CANCELLED and stream.streaming else body)
+                await stream.finish(None if admitted.reason == CANCELLED and stream.streaming else body,
+                                    status, answer_headers(status, ctx))
         finally:
             self.dispatcher.release(ctx, msg, admitted)
             if stream is not None:
@@ -180,7 +184,8 @@ class StreamableHTTP:
         if isinstance(found, Rejection):
             await _reject(responder, found)
             return
-        ctx = CallContext(route, found, headers=request.headers, version=found.version, peer=request.peer)
+        ctx = CallContext(route, found, headers=request.headers, version=found.version, peer=request.peer,
+                          identity=request.identity)
         try:
             answers = await self.dispatcher.batch(ctx, items)
         except ProtocolError as exc:
@@ -257,7 +262,7 @@ class StreamableHTTP:
     async def _delete(self, request: Request, responder: Responder) -> None:
         header = request.header(mcp.SESSION_HEADER)
         session = self.sessions.get(header)
-        if session is None:
+        if session is None or not same_caller(session.identity, request.identity):
             await _reject(responder, Rejection(400 if header is None else 404, INVALID_REQUEST,
                                                "Missing Mcp-Session-Id header" if header is None
                                                else "Session not found"))

@@ -45,7 +45,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import h11
 import trio
@@ -203,7 +203,7 @@ class WebSocketTransport:
         accept = ws.send(AcceptConnection(subprotocol=SUBPROTOCOL if upgrade.subprotocols else None))
         # From here the socket is ours: the HTTP server neither reads it (no watcher) nor reuses it.
         stream, already_read = responder.take_over()
-        socket = _Socket(self, route, request.peer, ws, stream)
+        socket = _Socket(self, route, request.peer, ws, stream, request.identity)
         self._open.add(socket)
         self._accepted += 1
         try:
@@ -217,8 +217,9 @@ class _Socket:
     """One WebSocket connection: its tasks, its close handshake."""
 
     def __init__(self, transport: WebSocketTransport, route: Route, peer: str, ws: WSConnection,
-                 stream: trio.abc.Stream) -> None:
-        self.wire = WireSession(route, transport.dispatcher, transport.sessions, wire="websocket", peer=peer)
+                 stream: trio.abc.Stream, identity: Any = None) -> None:
+        self.wire = WireSession(route, transport.dispatcher, transport.sessions, wire="websocket", peer=peer,
+                                identity=identity)
         self.peer = peer
         self._ws = ws
         self._stream = stream

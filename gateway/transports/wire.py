@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from msgspec import UNSET, Raw, UnsetType
@@ -65,8 +65,9 @@ class WireSession:
     """The MCP side of one connection; see the module docstring."""
 
     def __init__(self, route: Route, dispatcher: Dispatcher, sessions: SessionManager, *, wire: str,
-                 peer: str = "", drain_on_eof: float = 0.0) -> None:
+                 peer: str = "", drain_on_eof: float = 0.0, identity: Any = None) -> None:
         self.route = route
+        self.identity = identity  # who connected (gateway.auth.Identity): the connection's every call is theirs
         self.dispatcher = dispatcher
         self.sessions = sessions
         self.wire = wire
@@ -170,7 +171,7 @@ class WireSession:
         version = modern_request.version if modern_request is not None else (
             session.version if session is not None else mcp.LATEST_HANDSHAKE)
         return CallContext(self.route, session, back=self._back, version=version, peer=self.peer,
-                           modern=modern_request)
+                           modern=modern_request, identity=self.identity)
 
     async def _request(self, msg: Message) -> None:
         method = msg.method
@@ -201,7 +202,8 @@ class WireSession:
             params = jsonrpc.decode_params(msg) if msg.params is not UNSET else {}
             version = mcp.negotiate_version(jsonrpc.decode_any(params.get("protocolVersion")))
             session = self.sessions.create(self.route, version, jsonrpc.decode_any(params.get("clientInfo")),
-                                           jsonrpc.decode_any(params.get("capabilities")), self.peer)
+                                           jsonrpc.decode_any(params.get("capabilities")), self.peer,
+                                           identity=self.identity)
         except ProtocolError as exc:
             return jsonrpc.encode_error(msg.id, exc.code, exc.message)  # type: ignore[arg-type]
         except SessionLimit as exc:
