@@ -207,7 +207,8 @@ def _reference(data: list[dict[str, Any]], who: Identity, route: str, kind: Kind
         kinds = {"tool": m.get("tools"), "prompt": m.get("prompts"), "resource": m.get("resources")}
         if all(v is None for v in kinds.values()):
             return True
-        return kinds[kind] is not None and any_glob(kinds[kind], name)
+        globs = kinds[kind]
+        return globs is not None and any_glob(globs, name)
 
     allowed = any(matches(r["allow"]) for r in data if "allow" in r)
     return allowed and not any(matches(r["deny"]) for r in data if "deny" in r)
