@@ -38,7 +38,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 from urllib.parse import urlsplit
 
 import httpx2
@@ -201,6 +201,8 @@ class JwtVerifier:
             raise _malformed() from None
         if len(raw) > _MAX_TOKEN:
             raise _malformed()
+        if self._file is not None:
+            await self._check_file()  # before the cache: a key taken out of the file empties it
         digest = hashlib.sha256(raw).digest()
         now = self._clock()
         hit = self._good.get(digest)
@@ -232,10 +234,16 @@ class JwtVerifier:
 
         try:
             payload = self._decode(raw, alg, keys)
+        except AuthFailure as failure:
+            self._remember_refusal(digest, failure, now + REFUSED_TTL)
+            raise
+        try:
             identity = self._check_claims(payload, now)
         except AuthFailure as failure:
-            if failure.reason != "not_yet_valid":  # the others stay true for this token
-                self._remember_refusal(digest, failure, now)
+            until = now + REFUSED_TTL
+            if failure.reason == "not_yet_valid":  # remembered only until it becomes valid
+                until = min(until, _starts(payload) - self._leeway)
+            self._remember_refusal(digest, failure, until)
             raise
         self._verified += 1
         until = min(now + CACHE_TTL, (identity.expires or now) + self._leeway)
@@ -299,8 +307,8 @@ class JwtVerifier:
     def _wrong_issuer(self) -> AuthFailure:
         return AuthFailure("wrong_issuer", f"the token was not issued by {self._issuer}")
 
-    def _remember_refusal(self, digest: bytes, failure: AuthFailure, now: float) -> None:
-        self._bad[digest] = (failure.reason, failure.message, now + REFUSED_TTL)
+    def _remember_refusal(self, digest: bytes, failure: AuthFailure, until: float) -> None:
+        self._bad[digest] = (failure.reason, failure.message, until)
         if len(self._bad) > REFUSED_SIZE:
             self._bad.popitem(last=False)
 
@@ -310,8 +318,6 @@ class JwtVerifier:
         return [k for k in self._keys if alg in k.algorithms and (kid is None or k.kid is None or k.kid == kid)]
 
     async def _keys_for(self, alg: str, kid: str | None) -> list[_Key]:
-        if self._file is not None:
-            await self._check_file()
         found = self._matching(alg, kid)
         if found or self._config.jwks_url is None:
             if not found:
@@ -532,8 +538,13 @@ def _malformed() -> AuthFailure:
     return AuthFailure("malformed", "the token is not a valid JWT")
 
 
-def _is_time(value: object) -> bool:
+def _is_time(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _starts(payload: dict[str, Any]) -> float:
+    """When a token becomes valid: the later of its nbf and iat."""
+    return max((float(v) for v in (payload.get("nbf"), payload.get("iat")) if _is_time(v)), default=-math.inf)
 
 
 def _strings(value: object) -> frozenset[str]:
