@@ -273,9 +273,9 @@ class Gateway:
                 route.rebuild()
             await nursery.start(self.sessions.run)
             await nursery.start(self.dispatcher.exchanges.run)
-            await nursery.start(self.access.run)  # the API keys are loaded before the first request
             if self.control is not None:  # before the data plane: no call goes unaudited
                 await nursery.start(functools.partial(self.control.run, serve_api=serve_http))
+            await nursery.start(self.access.run)  # the API keys are loaded before the first request
             port = await nursery.start(self.http.run) if serve_http else 0
             self.port = port
             down = [s.name for s in self.supervisors.values() if s.state != "ready"]
