@@ -483,6 +483,9 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
     from .keys_api import register_keys
 
     register_keys(app, control)
+    from .pins_api import register as register_pins  # (here: it uses this module's helpers)
+
+    register_pins(app, control, caller)
     return app
 
 

@@ -130,6 +130,26 @@ _SCHEMAS: dict[str, Any] = {
     "CreatedApiKey": _obj({"key": {"type": "string", "description": "the key: shown this once, kept hashed"},
                            "record": _ref("ApiKey")}),
     "RevokedApiKey": _obj({"record": _ref("ApiKey")}),
+    # tool-definition pins (admin/pins_api.py)
+    "ToolDefinition": _obj({"digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            "definition": {"type": "object", "description": "the tool as the server lists it"}}),
+    "ToolChange": _obj({
+        "server": {"type": "string"}, "tool": {"type": "string", "description": "the server's own tool name"},
+        "mode": {"enum": ["block", "warn", "allow"], "description": "block: withheld from clients; warn: served"},
+        "first_seen": {"type": "number"}, "old": _ref("ToolDefinition"), "new": _ref("ToolDefinition"),
+        "diff": {"type": "string", "description": "unified diff of the two definitions (keys sorted)"},
+        "approved_at": NULLABLE_NUM, "approved_by": NULLABLE_STR}),
+    "ToolChanges": _obj({"changes": {"type": "array", "items": _ref("ToolChange")}}),
+    "ToolApproval": _obj({"digest": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                                     "description": "the change's new digest, as GET /tools/changes shows it"}}),
+    "ApprovedToolChange": _obj({"change": _ref("ToolChange"),
+                                "saved": {"type": "boolean", "description": "false: the database refused it for "
+                                                                            "now (it holds until a restart)"}}),
+    "ToolPin": _obj({"server": {"type": "string"}, "tool": {"type": "string"},
+                     "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "first_seen": {"type": "number"},
+                     "approved_at": NULLABLE_NUM, "approved_by": NULLABLE_STR}),
+    "ToolPins": _obj({"pins": {"type": "array", "items": _ref("ToolPin")},
+                      "persistent": {"type": "boolean", "description": "false: pins last until the gateway stops"}}),
 }
 
 _ERRORS = {
@@ -193,6 +213,25 @@ def _key_paths() -> dict[str, Any]:
                 if code in op["responses"]:
                     op["responses"][code] = {**op["responses"][code], "description": text}
     return ops
+
+
+def _pin_paths() -> dict[str, Any]:
+    """/tools/changes and /tools/pins (admin/pins_api.py)."""
+    server = _query("server", {"type": "string"}, "only this server's")
+    approve = _op("approveToolChange", "Approve a changed tool definition (exactly this digest): it is served",
+                  {200: _json_response("approved", "ApprovedToolChange")}, (400, 404, 409, 413, 415),
+                  [_path("server", {"type": "string", "minLength": 1}),
+                   _path("tool", {"type": "string", "minLength": 1})], body="ToolApproval")
+    approve["responses"]["404"] = {**approve["responses"]["404"], "description": "no change of that tool waits"}
+    approve["responses"]["409"] = {**approve["responses"]["409"],
+                                   "description": "stale_digest: the tool changed again since (review it again)"}
+    return {
+        "/tools/changes": {"get": _op("listToolChanges", "Changed tool definitions waiting for an admin, with diffs",
+                                      {200: _json_response("changes", "ToolChanges")}, (), [server])},
+        "/tools/changes/{server}/{tool}/approve": {"post": approve},
+        "/tools/pins": {"get": _op("listToolPins", "Pinned tool definitions (digests, approvals)",
+                                   {200: _json_response("pins", "ToolPins")}, (), [server])},
+    }
 
 
 def document() -> dict[str, Any]:
@@ -267,6 +306,7 @@ def document() -> dict[str, Any]:
                                              [_path("prefix", {"type": "string", "minLength": 1})])},
     }
     paths.update(_key_paths())
+    paths.update(_pin_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "mcp-gateway admin API", "version": "1"},
