@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from gateway.auth import AuthFailure, Identity
-from gateway.auth.jwt import MAX_JWKS, REFETCH_INTERVAL, JwtVerifier
+from gateway.auth.jwt import MAX_JWKS, MAX_TRIES, REFETCH_INTERVAL, JwtVerifier
 from gateway.config import Auth, ConfigError, Jwt, SecretError, parse_config
 
 from .helpers import free_port
@@ -286,6 +286,8 @@ BAD: dict[str, tuple[str, Case]] = {
     "bad base64": ("malformed", lambda k: "!!!." + sign(k.rsa).split(".", 1)[1]),
     "header not JSON": ("malformed", lambda k: hand_made(b"{nope", claims())),
     "header not an object": ("malformed", lambda k: hand_made(b"[1]", claims())),
+    "header nested deep": ("malformed", lambda k: hand_made(b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}",
+                                                            claims())),
     "no alg": ("malformed", lambda k: hand_made({"typ": "JWT"}, claims())),
     "kid not a string": ("malformed", lambda k: hand_made({"alg": "RS256", "kid": 7}, claims())),
     "not ASCII": ("malformed", lambda k: sign(k.rsa) + "é"),
@@ -356,6 +358,20 @@ async def test_a_forged_kid_flood_costs_no_signature_check(keys: Keys, tmp_path:
     for i in range(200):
         assert (await refused(verifier, sign(keys.other, kid=f"k{i}"))).reason == "bad_signature"
     assert verifier.statistics().signature_checks == 0
+
+
+
+async def test_a_token_without_kid_is_tried_against_a_few_keys_only(tmp_path: Path) -> None:
+    many = [ec.generate_private_key(ec.SECP256R1()) for _ in range(5)]
+    path = write_jwks(tmp_path / "k.json", *(jwk(k, f"ec{i}") for i, k in enumerate(many)))
+    verifier = JwtVerifier(config(jwks_file=str(path)), audience=AUD)
+    assert (await verifier.verify(sign(many[1], "ES256", kid=None))).name == "alice"
+    assert verifier.statistics().signature_checks == 2
+    assert (await refused(verifier, sign(ec.generate_private_key(ec.SECP256R1()), "ES256", kid=None))).reason \
+        == "bad_signature"
+    assert verifier.statistics().signature_checks == 2 + MAX_TRIES
+    assert (await verifier.verify(sign(many[4], "ES256", kid="ec4"))).name == "alice"  # with its kid: one check
+    assert verifier.statistics().signature_checks == 3 + MAX_TRIES
 
 
 # -- leeway, scopes, the cache ---------------------------------------------------------------------

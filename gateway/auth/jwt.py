@@ -20,8 +20,9 @@ What cannot be talked around, whatever the token's header says:
 
 Cost: a token verified once is kept (by its SHA-256) until it expires, at most five minutes, so a
 repeat costs a hash and a lookup; the cache is emptied whenever the key set changes, so a key the
-identity provider removed stops working at the next fetch. A refused token costs at most one
-signature check per key that could have signed it (one, when the token names its ``kid``); an
+identity provider removed stops working at the next fetch. A refused token costs one signature
+check (a token without ``kid`` is tried against the keys of its algorithm, at most three), about
+what a new good token costs, and a repeated one nothing more for a minute; an
 unknown ``kid`` causes at most one JWKS fetch per 30 seconds, shared by every request waiting for
 it, so a flood of made-up key ids cannot make the gateway hammer the identity provider.
 """
@@ -63,6 +64,7 @@ CACHE_SIZE: Final = 10_000  # verified tokens kept
 CACHE_TTL: Final = 300.0  # a verified token is re-verified after this long, whatever its exp
 REFUSED_SIZE: Final = 10_000  # refused tokens kept (those that cost a signature check)
 REFUSED_TTL: Final = 60.0
+MAX_TRIES: Final = 3  # keys one token is checked against (a token without kid, a JWKS with several)
 FILE_CHECK_INTERVAL: Final = 1.0  # seconds between looks at a key file's modification time
 _RETRY_MAX: Final = 30.0  # the background fetch retries a failure after 1, 2, 4 ... at most this many s
 
@@ -70,6 +72,7 @@ _RSA: Final = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _EC: Final = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _HMAC: Final = {"HS256": 32, "HS384": 48, "HS512": 64}  # RFC 7518 3.2: a key at least the hash's size
 _MIN_RSA_BITS: Final = 2048
+_MAX_RSA_BITS: Final = 16384  # OpenSSL's own limit for verifying
 _SHOWN_ALG: Final = re.compile(r"[A-Za-z0-9+_-]{1,16}")
 _LOADERS: Final[dict[str, Any]] = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}
 _MAX_TOKEN: Final = 64 * 1024  # the HTTP edge caps it lower; this holds for callers that do not
@@ -315,7 +318,10 @@ class JwtVerifier:
     # -- keys --------------------------------------------------------------------------------------
 
     def _matching(self, alg: str, kid: str | None) -> list[_Key]:
-        return [k for k in self._keys if alg in k.algorithms and (kid is None or k.kid is None or k.kid == kid)]
+        """The keys that may have signed a token: its kid's (or, without one, its algorithm's),
+        at most :data:`MAX_TRIES` (what one token can cost in signature checks)."""
+        found = [k for k in self._keys if alg in k.algorithms and (kid is None or k.kid is None or k.kid == kid)]
+        return found[:MAX_TRIES]
 
     async def _keys_for(self, alg: str, kid: str | None) -> list[_Key]:
         found = self._matching(alg, kid)
@@ -355,7 +361,11 @@ class JwtVerifier:
 
     async def _fetch(self, url: str) -> bytes:
         if self._ssl is None:  # loading the CA bundle reads files: not in the event loop
-            self._ssl = await trio.to_thread.run_sync(lambda: httpx2.create_ssl_context(verify=True, trust_env=False))
+            try:
+                self._ssl = await trio.to_thread.run_sync(
+                    lambda: httpx2.create_ssl_context(verify=True, trust_env=False))
+            except (OSError, ssl.SSLError) as e:
+                raise _FetchError(f"cannot load the CA certificates ({e})") from None
         with trio.move_on_after(FETCH_TIMEOUT) as scope:
             try:
                 async with httpx2.AsyncClient(verify=self._ssl, trust_env=False, follow_redirects=False,
@@ -439,7 +449,7 @@ async def _read_jwks(client: httpx2.AsyncClient, url: str) -> bytes:
 def _key_algorithms(key: Any, configured: frozenset[str], declared: object = None) -> frozenset[str]:
     """The configured algorithms a public key can verify (a JWK's ``alg``, when given, narrows them)."""
     if isinstance(key, rsa.RSAPublicKey):
-        usable = _RSA if key.key_size >= _MIN_RSA_BITS else frozenset()
+        usable = _RSA if _MIN_RSA_BITS <= key.key_size <= _MAX_RSA_BITS else frozenset()
     elif isinstance(key, ec.EllipticCurvePublicKey):
         usable = frozenset({_EC[key.curve.name]}) if key.curve.name in _EC else frozenset()
     elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
@@ -486,7 +496,7 @@ def _jwk_key(jwk: object, configured: frozenset[str]) -> _Key | None:
         return None
     try:
         key = loader.from_jwk(jwk)
-    except (pyjwt.PyJWTError, ValueError, TypeError, KeyError):
+    except Exception:  # InvalidKeyError, bad base64, numbers that make no key: not a key we can use
         return None
     if not hasattr(key, "verify"):  # a private JWK: verify with its public half
         key = key.public_key()
