@@ -274,6 +274,22 @@ def _record(row: sqlite3.Row) -> KeyRecord:
 
 # -- the store ---------------------------------------------------------------------------------------
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """WAL mode (readers never wait for the writer). Switching needs the file to itself and SQLite
+    does not wait for that (another process opening the same file at that moment gets "database
+    is locked" at once), so it is asked only when needed and retried for a while."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class KeyStore:
     """The API keys of one SQLite file (the table ``api_keys``; other tables are left alone).
 
@@ -289,8 +305,8 @@ class KeyStore:
         conn.row_factory = sqlite3.Row
         self._db = conn
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=5000")
+            _use_wal(conn)
             with self._write():
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, name TEXT NOT NULL, "
                              "digest BLOB NOT NULL, routes TEXT, groups TEXT NOT NULL, created REAL NOT NULL, "
@@ -504,6 +520,7 @@ class KeyRing:
         self._verified = 0
         self._refused: Counter[str] = Counter()
         self._reloads = self._loads = self._load_errors = 0
+        self._last_error: str | None = None
 
     @property
     def store(self) -> KeyStore:
@@ -561,11 +578,16 @@ class KeyRing:
                 self._load_errors += 1
                 if not quiet:
                     raise
-                log.warning("API keys: %s (the keys loaded before stay in use)", exc)
+                if str(exc) != self._last_error:  # once per kind of failure, not every refresh
+                    log.warning("API keys: %s (the keys loaded before stay in use)", exc)
+                    self._last_error = str(exc)
                 return
             finally:
                 self._checked_at = trio.current_time()
                 self._reloads += 1
+            if self._last_error is not None:
+                log.warning("API keys: %s can be read again", self.path)
+                self._last_error = None
             if stored is not None:
                 self._entries = {k.record.id: self._entry(k) for k in stored}
                 self._generation = generation
