@@ -74,7 +74,7 @@ def test_the_digest_ignores_key_order_and_whitespace_and_sees_every_member() -> 
 def test_a_tool_seen_for_the_first_time_is_pinned_and_served() -> None:
     pins = pins_in()
     tools = [tool("a"), tool("b")]
-    assert pins.screen("time", "block", tools) == tools
+    assert pins.screen("time", "block", tools) is tools  # nothing withheld: the same list
     assert [(p.server, p.tool, p.digest, p.approved_at) for p in pins.pinned()] == [
         ("time", "a", tool_digest(tools[0]), None), ("time", "b", tool_digest(tools[1]), None)]
     assert pins.pending() == []
@@ -491,3 +491,13 @@ async def test_warn_is_the_default_for_a_process_server_and_an_acknowledgement_c
         ok = await api.call("POST", "/tools/changes/p/lookup/approve", {"digest": change["new"]["digest"]})
         assert ok.status == 200
         assert (await api.get("/tools/changes")) == {"changes": []}
+
+
+def test_an_entry_changed_in_place_is_screened_again() -> None:
+    pins = pins_in()
+    same = tool("a")
+    pins.screen("s", "block", [same])
+    assert pins.screen("s", "block", [same]) == [same]
+    same["description"] = msgspec.Raw(b'"rewritten in place"')
+    assert pins.screen("s", "block", [same]) == []
+    assert pins.pending()[0].new_digest == tool_digest(same)

@@ -60,6 +60,7 @@ _any_decoder: Final = msgspec.json.Decoder()
 _sorted_encoder: Final = msgspec.json.Encoder(order="sorted")
 
 Key = tuple[str, str]  # (server, tool as the server names it)
+_Memo = tuple[tuple[tuple[str, Raw], ...], bytes, str]
 
 
 def canonical(entry: Entry) -> bytes:
@@ -292,6 +293,7 @@ class Pins:
         self._pending: dict[Key, PendingChange] = {(c.server, c.tool): c for c in store.changes
                                                    if (c.server, c.tool) in self._pins}
         self._withheld: dict[str, frozenset[str]] = {}  # per server, as of its last screen
+        self._memo: dict[str, dict[int, _Memo]] = {}  # per server: id(entry) -> (members, canonical, digest)
         self._dirty: set[Key] = set()
         self._counters = _Counters()
         self._wake = trio.Event()
@@ -322,6 +324,8 @@ class Pins:
         out: list[Entry] = []
         withheld: set[str] = set()
         names: set[str] = set()
+        memo = self._memo.get(server, {})
+        fresh: dict[int, _Memo] = {}
         for entry in tools:
             name = entry_str(entry, "name")
             if name is None:
@@ -330,18 +334,26 @@ class Pins:
             if name in names:
                 continue
             names.add(name)
-            if self._admit(server, name, mode, entry):
+            # Every route rebuilds from the same entry objects until the server lists again: their
+            # canonical form is computed once. The memo keeps the members it saw and compares them
+            # (Raw compares its bytes), so an entry changed in place is never taken for its old self.
+            members = tuple(entry.items())
+            known = memo.get(id(entry))
+            if known is None or known[0] != members:
+                definition = canonical(entry)
+                known = (members, definition, hashlib.sha256(definition).hexdigest())
+            fresh[id(entry)] = known
+            if self._admit(server, name, mode, known[1], known[2]):
                 out.append(entry)
             else:
                 withheld.add(name)
+        self._memo[server] = fresh
         if withheld or server in self._withheld:
             self._withheld[server] = frozenset(withheld)
-        return out
+        return tools if len(out) == len(tools) else out  # (only ever drops: the same list when nothing went)
 
-    def _admit(self, server: str, name: str, mode: OnToolChange, entry: Entry) -> bool:
+    def _admit(self, server: str, name: str, mode: OnToolChange, definition: bytes, digest: str) -> bool:
         key = (server, name)
-        definition = canonical(entry)
-        digest = hashlib.sha256(definition).hexdigest()
         pin = self._pins.get(key)
         if pin is None:  # first use: trusted, pinned
             self._pins[key] = Pin(server, name, digest, definition.decode(), self._clock())
