@@ -476,6 +476,31 @@ async def test_a_key_removed_at_the_idp_stops_working(keys: Keys, mock_clock: tr
             assert (await verifier.verify(sign(keys.rsa2, kid="rsa2"))).name == "alice"
 
 
+async def test_the_background_refresh_counts_from_the_last_fetch(keys: Keys,
+                                                                 mock_clock: trio.testing.MockClock) -> None:
+    async with jwks_server() as idp:
+        idp.publish(jwk(keys.rsa, "rsa1"))
+        async with running(JwtVerifier(config(jwks_url=idp.url, jwks_cache=100), audience=AUD)) as verifier:
+            mock_clock.jump(40)
+            await refused(verifier, sign(keys.other, kid="new"))  # an unknown kid: a fetch at t=40
+            assert idp.hits["/jwks.json"] == 2
+            mock_clock.jump(60)  # t=100: 60 s after the last fetch, none due
+            await trio.testing.wait_all_tasks_blocked()
+            assert verifier.statistics().jwks_fetches == 2
+            mock_clock.jump(40)  # t=140
+            await until(lambda: idp.hits["/jwks.json"] == 3)
+            mock_clock.jump(100)
+            await until(lambda: idp.hits["/jwks.json"] == 4)
+
+
+async def test_alg_none_is_refused_even_when_configured_by_code(keys: Keys, tmp_path: Path) -> None:
+    path = write_jwks(tmp_path / "k.json", jwk(keys.rsa, "rsa1"))
+    verifier = JwtVerifier(config(jwks_file=str(path), algorithms=["none", "RS256"]), audience=AUD)
+    token = jwt.encode(claims(), NO_KEY, algorithm="none", headers={"kid": "rsa1"})
+    assert (await refused(verifier, token)).reason == "bad_signature"
+    assert verifier.statistics().signature_checks == 0
+
+
 async def test_an_unreachable_jwks_at_start_is_not_fatal(keys: Keys, mock_clock: trio.testing.MockClock,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()  # nothing listens there

@@ -120,7 +120,8 @@ class JwtVerifier:
     def __init__(self, config: Jwt, *, audience: str, clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._clock = clock
-        self._algorithms = frozenset(config.algorithms)
+        # The config's type has no "none"; a Jwt built by code is held to that too.
+        self._algorithms = frozenset(a for a in config.algorithms if a.lower() != "none")
         self._issuer = config.issuer
         self._audience = audience
         # A resource URI with and without its trailing slash is one resource (the SDK compares so).
@@ -186,9 +187,13 @@ class JwtVerifier:
             if self._fetched_ok:
                 delay, backoff = cache, 1.0
             else:  # the keys held (if any) stay in use; try again soon, then less often
-                delay, backoff = min(backoff, cache), min(backoff * 2, _RETRY_MAX)
-            await trio.sleep(delay)
-            await self._refresh(throttled=False)
+                delay = min(backoff, cache)
+            # Counted from the last fetch, whoever made it (an unknown kid may have made one since).
+            await trio.sleep_until(self._last_attempt + delay)
+            if trio.current_time() >= self._last_attempt + delay:
+                if not self._fetched_ok:
+                    backoff = min(backoff * 2, _RETRY_MAX)
+                await self._refresh(throttled=False)
 
     def statistics(self) -> JwtStatistics:
         return JwtStatistics(verified=self._verified, cache_hits=self._hits, signature_checks=self._checks,
@@ -356,6 +361,8 @@ class JwtVerifier:
                 log.warning("auth.jwt.jwks_url: cannot use the JWKS at %s: %s%s", _where(url), e,
                             " (keeping the keys fetched before)" if self._keys else "")
                 return
+            if not self._fetched_ok or keys != self._keys:
+                log.info("auth.jwt.jwks_url: %d key(s) from %s", len(keys), _where(url))
             self._fetched_ok = True
             self._install(keys)
 
