@@ -471,7 +471,7 @@ class KeyStore:
 
 @dataclass(frozen=True, slots=True)
 class KeyRingStatistics:
-    keys: int  # keys that are neither revoked nor (at load time) expired
+    keys: int  # keys that are neither revoked nor expired
     verified: int
     refused: dict[str, int]  # AuthFailure.reason -> count
     reloads: int  # reads of the database (most find nothing changed)
@@ -517,6 +517,7 @@ class KeyRing:
         self._reloading: trio.Event | None = None
         self._used: dict[str, float] = {}
         self._dummy = b"\0" * 32
+        self._digest: Callable[[str], bytes] | None = None  # the store's (its pepper), once it is open
         self._verified = 0
         self._refused: Counter[str] = Counter()
         self._reloads = self._loads = self._load_errors = 0
@@ -588,6 +589,8 @@ class KeyRing:
             if self._last_error is not None:
                 log.warning("API keys: %s can be read again", self.path)
                 self._last_error = None
+            if self._digest is None and self._store is not None:
+                self._digest = self._store.digest
             if stored is not None:
                 self._entries = {k.record.id: self._entry(k) for k in stored}
                 self._generation = generation
@@ -621,12 +624,14 @@ class KeyRing:
             # Perhaps made since the last read (by the CLI): one shared read, at most once per refresh.
             await self._reload(force=False, quiet=True)
             entry = self._entries.get(key_id)
-        store = self.store
+        digest = self._digest
+        if digest is None:  # (a load succeeded, so this cannot happen)
+            raise self._refuse("unavailable", "API keys cannot be checked right now")
         if entry is None:
             # The same work as for a known id, so that timing tells nothing and costs the same.
-            hmac.compare_digest(store.digest(token), self._dummy)
+            hmac.compare_digest(digest(token), self._dummy)
             raise self._refuse("unknown_key", _UNKNOWN)
-        if not hmac.compare_digest(store.digest(token), entry.digest):
+        if not hmac.compare_digest(digest(token), entry.digest):
             raise self._refuse("unknown_key", _UNKNOWN)
         # Only the holder of the real key learns that it was revoked or has expired.
         if entry.revoked:
