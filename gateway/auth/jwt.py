@@ -22,9 +22,9 @@ Cost: a token verified once is kept (by its SHA-256) until it expires, at most f
 repeat costs a hash and a lookup; the cache is emptied whenever the key set changes, so a key the
 identity provider removed stops working at the next fetch. A refused token costs one signature
 check (a token without ``kid`` is tried against the keys of its algorithm, at most three), about
-what a new good token costs, and a repeated one nothing more for a minute; an
-unknown ``kid`` causes at most one JWKS fetch per 30 seconds, shared by every request waiting for
-it, so a flood of made-up key ids cannot make the gateway hammer the identity provider.
+what a new good token costs, and a repeat of it nothing more for a minute. An unknown ``kid``
+causes at most one JWKS fetch per 30 seconds, shared by every request waiting for it, so a flood
+of made-up key ids cannot make the gateway hammer the identity provider.
 """
 
 from __future__ import annotations
