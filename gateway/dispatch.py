@@ -301,6 +301,8 @@ class Dispatcher:
     def _count(self, ctx: CallContext, msg: Message, code: int | None, seconds: float) -> None:
         stats = self.stats
         stats.request(ctx.route.prefix, msg.method, code, seconds)
+        if ctx.identity is not None and msg.method in AUDITED:
+            stats.caller(ctx.identity.key)
         if msg.method == "tools/call":
             server, tool = ctx.tool if ctx.tool is not None else ("unknown", "unknown")
             stats.tool(ctx.route.prefix, server, tool, code, ctx.upstream_seconds)

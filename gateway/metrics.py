@@ -28,8 +28,9 @@ NAMES = (
     "mcp_tool_execution_duration_seconds", "mcp_active_connections", "mcp_active_sessions",
     "mcp_server_healthy", "mcp_server_restarts_total", "mcp_server_instances", "mcp_container_start_seconds",
     "mcp_pool_available", "mcp_upstream_inflight", "mcp_rejected_total", "mcp_upstream_log_dropped_total",
-    "mcp_audit_dropped_total",
-)
+    "mcp_audit_dropped_total", "mcp_auth_total", "mcp_auth_failures_total", "mcp_caller_calls_total",
+    "mcp_tool_changes_total", "mcp_tool_changes_pending", "mcp_tools_withheld",
+)  # and mcp_rate_limited_total{rule}, one series per configured rate limit
 
 #: Refusal reasons exposed from the start (at 0), so rate() and alerts see a series before the first one.
 REJECTION_REASONS = ("408", "413", "429", "431", "503", "origin", "host", "per_peer_connections")
@@ -128,6 +129,41 @@ class GatewayCollector(Collector):
         audit_dropped.add_metric(["queue_full"], a.dropped_queue_full if a else 0)
         audit_dropped.add_metric(["write_error"], a.dropped_write_error if a else 0)
         yield audit_dropped
+        yield from _access(gw)
+
+
+def _access(gw: Gateway) -> Iterator[Any]:
+    """Authentication, callers (bounded: gateway/stats.py MAX_CALLERS), rate limits, tool pins."""
+    from .auth import REASONS
+
+    access = gw.access
+    authenticator = access.authenticator
+    accepted = CounterMetricFamily("mcp_auth", "Requests authenticated, by method", labels=["method"])
+    failures = CounterMetricFamily("mcp_auth_failures", "Requests refused for their credential, by reason",
+                                   labels=["reason"])
+    for kind in ("key", "jwt"):
+        accepted.add_metric([kind], authenticator.accepted.get(kind, 0) if authenticator else 0)
+    for reason in REASONS:
+        failures.add_metric([reason], authenticator.refused.get(reason, 0) if authenticator else 0)
+    yield accepted
+    yield failures
+    callers = CounterMetricFamily("mcp_caller_calls", "Calls (tools/call, prompts/get, resources/read) by caller",
+                                  labels=["caller"])
+    for caller, count in gw.dispatcher.stats.callers.items():
+        callers.add_metric([caller], count)
+    yield callers
+    limited = CounterMetricFamily("mcp_rate_limited", "Calls refused by a rate limit, by rule (its index in "
+                                  "rate_limits)", labels=["rule"])
+    for rule, count in enumerate(access.limiter.statistics().refused):
+        limited.add_metric([str(rule)], count)
+    yield limited
+    pins = access.pins.statistics()
+    yield CounterMetricFamily("mcp_tool_changes", "Tool definitions seen to change since first served",
+                              value=pins.changes)
+    yield GaugeMetricFamily("mcp_tool_changes_pending", "Changed tool definitions waiting for an admin",
+                            value=pins.pending)
+    yield GaugeMetricFamily("mcp_tools_withheld", "Tools withheld now because their definition changed "
+                            "(on_tool_change: block)", value=pins.blocked)
 
 
 def registry_for(gateway: Gateway) -> CollectorRegistry:

@@ -236,7 +236,7 @@ class Router:
             if ticket is not None:
                 ticket.release()
         redactor = access.redactors.get(server) if access is not None else None
-        return result if redactor is None else Raw(redactor.redact(bytes(result)))
+        return result if redactor is None else redactor.redact_raw(result)
 
     def _server_for_uri(self, ctx: CallContext, params: dict[str, Raw], msg: Message | None) -> str:
         uri = _opt_str(params, "uri", msg)

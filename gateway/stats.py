@@ -20,6 +20,7 @@ from .protocol import errors
 BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                   2.5, 5.0, 10.0, 30.0, 60.0)
 MAX_TOOLS: Final = 500  # tool label values per server; beyond, "other"
+MAX_CALLERS: Final = 1000  # caller label values (API key names, token subjects); beyond, "other"
 METHODS: Final = frozenset({
     "initialize", "ping", "tools/list", "tools/call", "prompts/list", "prompts/get", "resources/list",
     "resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe",
@@ -75,6 +76,7 @@ class RequestStats:
     tool_calls: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)  # (route, server, tool, status)
     tool_time: dict[tuple[str, str], Histogram] = field(default_factory=dict)  # (server, tool)
     rejected: Counter[str] = field(default_factory=Counter)  # reason
+    callers: Counter[str] = field(default_factory=Counter)  # identity key ("key:ci", "jwt:alice") -> calls
     enabled: bool = True
     _tools_seen: dict[str, set[str]] = field(default_factory=dict)
 
@@ -106,6 +108,16 @@ class RequestStats:
             if hist is None:
                 hist = self.tool_time[key] = Histogram()
             hist.observe(seconds)
+
+    def caller(self, key: str) -> None:
+        """One call (tools/call, prompts/get, resources/read) by this caller."""
+        if not self.enabled:
+            return
+        callers = self.callers
+        if key in callers or len(callers) < MAX_CALLERS:
+            callers[key] += 1
+        else:
+            callers["other"] += 1
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1

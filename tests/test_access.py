@@ -331,3 +331,25 @@ async def test_every_call_is_attributed_in_the_audit_log(tmp_path: Path) -> None
                 rows = await gw.gateway.control.audit.query({}, limit=10, before=None)
     assert rows[0]["identity"] == "key:auditor"
 
+
+
+async def test_metrics_count_refusals_callers_and_limits(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    key = make_key(tmp_path, "counted")
+    cfg = keys_config(tmp_path, metrics={"data_plane": True}, rate_limits=[{"tools": ["sdk__add"], "rate": 1}])
+    async with running_gateway(cfg) as gw, HTTPClient.connect(gw.port) as http:
+        await http.post("/mcp", {"jsonrpc": "2.0", "id": 1, "method": "ping"})  # no credential
+        session = await http.initialize(headers=bearer(key))
+        for i in range(2):
+            await call(http, session, i, "sdk__add", key, a=1, b=i)
+        # /metrics is not an MCP endpoint: Prometheus scrapes it without a key
+        scrape = (await http.request("GET", "/metrics")).body.decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(scrape) for s in family.samples}
+    assert samples[("mcp_auth_failures_total", (("reason", "missing"),))] == 1
+    assert samples[("mcp_auth_failures_total", (("reason", "expired"),))] == 0  # every reason has a series
+    assert samples[("mcp_auth_total", (("method", "key"),))] == 4  # initialize, initialized, two calls
+    assert samples[("mcp_caller_calls_total", (("caller", "key:counted"),))] == 2
+    assert samples[("mcp_rate_limited_total", (("rule", "0"),))] == 1
+    assert samples[("mcp_tools_withheld", ())] == 0

@@ -150,7 +150,7 @@ class Access:
     def statistics(self) -> dict[str, Any]:
         return {
             "auth_refused": dict(self.authenticator.refused) if self.authenticator else {},
-            "auth_accepted": self.authenticator.accepted if self.authenticator else 0,
+            "auth_accepted": sum(self.authenticator.accepted.values()) if self.authenticator else 0,
             "rate_limits": self.limiter.statistics(),
             "pins": self.pins.statistics(),
         }

@@ -27,8 +27,8 @@ class Authenticator:
     def __init__(self, *, keys: Verifier | None = None, jwt: Verifier | None = None) -> None:
         self.keys = keys
         self.jwt = jwt
-        self.refused: Counter[str] = Counter()
-        self.accepted = 0
+        self.refused: Counter[str] = Counter()  # reason -> requests
+        self.accepted: Counter[str] = Counter()  # identity kind (key, jwt) -> requests
 
     @property
     def methods(self) -> str:
@@ -44,7 +44,7 @@ class Authenticator:
         except AuthFailure as failure:
             self.refused[failure.reason] += 1
             raise
-        self.accepted += 1
+        self.accepted[identity.kind] += 1
         return identity
 
     async def _identity(self, authorization: bytes | None) -> Identity:
