@@ -37,7 +37,7 @@ from gateway.auth.keys import (
     pepper_path,
 )
 from gateway.config import parse_config
-from tests.helpers import ROOT, HTTPClient, sdk_server
+from tests.helpers import ROOT, HTTPClient, free_port, log_file, sdk_server, wait_healthy
 from tests.test_admin import admin_client, admin_gateway
 
 CLI = str(ROOT / ".venv" / "bin" / "mcp-gateway")
@@ -460,6 +460,47 @@ def test_cli_errors_are_one_line_and_exit_code_2(tmp_path: Path) -> None:
     fresh = gw_config(tmp_path / "fresh.json", auth={"api_keys": {"path": str(tmp_path / "fresh.db")}})
     empty = cli("list", "--config", str(fresh), "--json")
     assert empty.returncode == 0 and json.loads(empty.stdout) == [] and not (tmp_path / "fresh.db").exists()
+
+
+async def test_one_config_line_and_one_command_against_a_running_gateway(tmp_path: Path) -> None:
+    """The newcomer's path: ``auth: {api_keys: true}``, ``mcp-gateway run``, ``keys create``; the
+    running gateway takes the new key and refuses the revoked one without a restart."""
+    conf = tmp_path / "gw.json"
+    conf.write_text(json.dumps({"servers": {"a": sdk_server("a")}, "auth": {"api_keys": True}}))
+    port = free_port()
+    with log_file(tmp_path / "gateway.log") as log:
+        proc = await trio.lowlevel.open_process([CLI, "run", "--config", str(conf), "--port", str(port)],
+                                                stdout=log, stderr=log)
+    try:
+        await wait_healthy(port, proc)
+        made = await trio.to_thread.run_sync(lambda: cli("create", "--config", str(conf), "--name", "newcomer"))
+        assert made.returncode == 0, made.stderr
+        key = made.stdout.strip()
+
+        async def status(token: str | None) -> int:
+            headers = {"authorization": f"Bearer {token}"} if token else {}
+            async with HTTPClient.connect(port) as http:
+                reply = await http.post("/mcp", {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "0"}}}, headers=headers)
+                return reply.status
+
+        assert await status(None) == 401
+        with trio.fail_after(20):  # within auth.api_keys.refresh (1s)
+            while await status(key) != 200:
+                await trio.sleep(0.05)
+        gone = await trio.to_thread.run_sync(lambda: cli("revoke", "--config", str(conf), "newcomer"))
+        assert gone.returncode == 0, gone.stderr
+        with trio.fail_after(20):
+            while await status(key) != 401:
+                await trio.sleep(0.05)
+        assert await status(random_key()) == 401
+    finally:
+        proc.terminate()
+        with trio.fail_after(15):
+            await proc.wait()
+    logged = (tmp_path / "gateway.log").read_text()
+    assert key not in logged and "Traceback" not in logged
 
 
 # -- the admin API ---------------------------------------------------------------------------------
