@@ -187,7 +187,7 @@ class Gateway:
                                        (b"cache-control", b"max-age=300")], document)
 
         paths = oauth.metadata_paths(f"{'' if p == '/' else p}/{e}" for p in self.config.resolved_routes()
-                                     for e in ("mcp", "sse", "ws"))
+                                     for e in ("mcp", "sse", "message", "ws"))
         for path in paths:
             self.mounts.mount(path, metadata)
 

@@ -353,3 +353,29 @@ async def test_metrics_count_refusals_callers_and_limits(tmp_path: Path) -> None
     assert samples[("mcp_caller_calls_total", (("caller", "key:counted"),))] == 2
     assert samples[("mcp_rate_limited_total", (("rule", "0"),))] == 1
     assert samples[("mcp_tools_withheld", ())] == 0
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"auth": {}}, "auth: no method"),
+    ({"auth": "nope"}, "auth: expected one of 'none'"),
+    ({"auth": {"jwt": {"issuer": "https://idp", "jwks_url": "https://idp/jwks"}}}, "auth.jwt.audience: "),
+    ({"auth": {"resource": "https://gw", "jwt": {"issuer": "https://idp", "secret": "env:X"}}},
+     "auth.jwt.algorithms: a shared secret verifies HS256/HS384/HS512 only"),
+    ({"auth": {"resource": "https://gw", "jwt": {"issuer": "https://idp", "jwks_url": "http://idp.example/jwks"}}},
+     "auth.jwt.jwks_url: must be https"),
+    ({"auth": {"resource": "https://gw", "jwt": {"issuer": "https://idp"}}}, "auth.jwt: set exactly one of"),
+    ({"auth": {"resource": "gw.example.com", "api_keys": True}}, "auth.resource: 'gw.example.com' is not"),
+    ({"policy": [{}]}, "policy[0]: a rule is either"),
+    ({"policy": [{"allow": {"who": ["grop:a"]}}]}, "policy[0].allow.who[0]: 'grop:a'"),
+    ({"policy": [{"deny": {"tool": ["x"]}}]}, "policy[0].deny.tool: unknown key (did you mean 'tools'?)"),
+    ({"rate_limits": [{"rate": 0}]}, "rate_limits[0].rate: must be more than 0"),
+    ({"rate_limits": [{"burst": 5}]}, "rate_limits[0]: set rate"),
+    ({"rate_limits": [{"burst": 5, "concurrent": 2}]}, "rate_limits[0].burst: a burst needs a rate"),
+    ({"servers": {"t": {"command": "x", "on_tool_change": "ask"}}}, "servers.t.on_tool_change: expected one of"),
+])
+def test_access_settings_are_checked_with_their_key_path(extra: dict[str, Any], message: str) -> None:
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError) as failure:
+        parse_config({"servers": {"t": {"command": "x"}}, **extra})
+    assert str(failure.value).startswith(message), str(failure.value)

@@ -208,7 +208,7 @@ def _preflight(config: GatewayConfig) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging("warning")
-    print(describe(config))
+    print(describe(config, args.config))
     if args.no_start:
         return 0
     from .tools_table import collect_tool_table

@@ -5,7 +5,9 @@ from __future__ import annotations
 import shlex
 from urllib.parse import urlsplit
 
-from ..config import GatewayConfig, format_duration, format_size, root_user_problem
+from ..auth.access import state_db_path
+from ..auth.keys import keys_db_path
+from ..config import GatewayConfig, ToolFilter, format_duration, format_size, is_loopback, root_user_problem
 
 
 def _days(seconds: float) -> str:
@@ -15,7 +17,7 @@ def _days(seconds: float) -> str:
     return f"{seconds / 86400:g}d" if seconds % 86400 == 0 else format_duration(seconds)
 
 
-def describe(config: GatewayConfig) -> str:
+def describe(config: GatewayConfig, config_file: str | None = None) -> str:
     """A multi-line summary for ``mcp-gateway check``: every setting that matters for
     security or limits, with its effective value. Secrets appear by name only and env
     vars by name only (Claude Desktop configs often carry API keys in env)."""
@@ -38,6 +40,7 @@ def describe(config: GatewayConfig) -> str:
         f"admin: {admin}",
         f"store: {config.store.path if config.store else 'none (the file is the configuration)'}",
         f"audit log: {audit}",
+        *_access(config, config_file),
         f"log level: {config.log_level}, format {config.log_format}",
         f"tool names: <server>{sep}<tool>",
         f"allowed origins: localhost{', ' + origins if origins else ' only'}",
@@ -82,6 +85,10 @@ def describe(config: GatewayConfig) -> str:
             lines.append(f"    env: {', '.join(s.env)}")
         if s.audit_arguments:
             lines.append("    audit: arguments stored in the audit log")
+        lines.append(f"    on tool change: {s.tool_change}{'' if s.on_tool_change else ' (default for its kind)'}"
+                     + ("; results: secrets redacted" if s.redact_results else ""))
+        if s.tools is not None:
+            lines.append(f"    tools hidden: {_filter(s.tools)}")
         if s.secrets:
             # The name and where it comes from (env or file); never the reference's target's value.
             sources = [f"{k} (from {ref.partition(':')[0]})" for k, ref in s.secrets.items()]
@@ -120,4 +127,49 @@ def describe(config: GatewayConfig) -> str:
             names.append(server if prefix == server else f"{server} (unprefixed names)" if prefix is None
                          else f"{server} (names {prefix}{sep}<name>)")
         lines.append(f"  {route.ljust(width)}  {', '.join(names)}")
+        if rc.tools is not None:
+            lines.append(f"  {' ' * width}  tools hidden: {_filter(rc.tools)}")
     return "\n".join(lines)
+
+
+def _filter(f: ToolFilter) -> str:
+    parts = ([f"all but {', '.join(f.allow)}"] if f.allow is not None else []) + \
+        ([f"{', '.join(f.deny)}"] if f.deny else [])
+    return "; ".join(parts) or "none"
+
+
+def _access(config: GatewayConfig, config_file: str | None) -> list[str]:
+    """Who may call: authentication, policy, rate limits, tool pins (a warning where it is open)."""
+    auth, host = config.authentication, config.listen.host
+    if auth is None:
+        who = ("none: OPEN to anyone who can reach it (auth: none)" if config.auth == "none" and not
+               is_loopback(host) else "none (loopback: every local user may call everything)")
+        lines = [f"WARNING: authentication: {who}" if "OPEN" in who else f"authentication: {who}"]
+    else:
+        methods = []
+        if auth.keys is not None:
+            methods.append(f"API keys (hashed in {keys_db_path(config, config_file)}, changes seen within "
+                           f"{format_duration(auth.keys.refresh)}; mcp-gateway keys create)")
+        if auth.jwt is not None:
+            j = auth.jwt
+            source = (f"JWKS {urlsplit(j.jwks_url).hostname}" if j.jwks_url else f"JWKS file {j.jwks_file}"
+                      if j.jwks_file else f"public key {j.public_key_file}" if j.public_key_file
+                      else f"shared secret (from {(j.secret or '').partition(':')[0]})")
+            methods.append(f"JWT (issuer {j.issuer}, audience {j.audience or auth.resource}, "
+                           f"{'/'.join(j.algorithms)} from {source}, leeway {format_duration(j.leeway)}"
+                           + (f", scopes {' '.join(j.required_scopes)} required" if j.required_scopes else "") + ")")
+        lines = [f"authentication: {' and '.join(methods)}; sessions bound to their caller"]
+        if auth.resource is not None:
+            lines.append(f"  OAuth protected resource: {auth.resource} (/.well-known/oauth-protected-resource), "
+                         f"authorization servers: {', '.join(auth.authorization_servers) or 'none named'}")
+    lines.append(f"policy: {len(config.policy)} rules (deny wins; what no allow rule matches is hidden)"
+                 if config.policy else "policy: none (every caller may see and call everything)")
+    for limit in config.rate_limits:
+        what = ", ".join(([f"{limit.rate:g}/s burst {limit.burst or max(1, int(limit.rate))}"] if limit.rate else [])
+                         + ([f"{limit.concurrent} at once"] if limit.concurrent else []))
+        lines.append(f"rate limit: {what} per {'caller' if limit.per == 'identity' else 'gateway'} for "
+                     f"{', '.join(limit.who)} on {', '.join(limit.routes)} calling {', '.join(limit.tools)}")
+    pins = state_db_path(config, config_file)
+    lines.append(f"tool pins: kept in {pins}" if pins else
+                 "tool pins: in memory only (every start trusts what it sees first; set store.path to keep them)")
+    return lines

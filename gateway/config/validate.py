@@ -110,6 +110,8 @@ def _access(config: GatewayConfig) -> None:
             raise Invalid(path, "set rate (calls per second, with burst) or concurrent, or both")
         if limit.rate is not None and not limit.rate > 0:
             raise Invalid(f"{path}.rate", f"must be more than 0 calls per second, got {limit.rate}")
+        if limit.burst is not None and limit.rate is None:
+            raise Invalid(f"{path}.burst", "a burst needs a rate (calls per second) to refill it")
         _who(limit.who, f"{path}.who")
 
 
