@@ -34,6 +34,7 @@ from typing import Any, Final
 import sqlite_utils
 import trio
 
+from gateway import dbfile
 from gateway.dispatch import CallRecord
 
 log = logging.getLogger("mcp_gateway.audit")
@@ -76,11 +77,9 @@ class AuditDatabase:
     """The audit table in one SQLite file (blocking: used from AuditLog's thread only)."""
 
     def __init__(self, path: str) -> None:
-        conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
+        # WAL + NORMAL: a crash loses no committed batch, a power loss at most the last one.
+        conn = dbfile.connect(path, synchronous="NORMAL")
         self.db = sqlite_utils.Database(conn, execute_plugins=False)
-        self.db.enable_wal()
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed batch, power loss the last
-        conn.execute("PRAGMA busy_timeout=10000")
         with self.db.atomic():
             if TABLE not in self.db.table_names():
                 self.db.execute(

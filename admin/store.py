@@ -25,6 +25,8 @@ import sqlite_utils
 import trio
 import yaml
 
+from gateway import dbfile
+
 SCHEMA = 1
 VERSIONS = "config_versions"
 META = "store_meta"
@@ -96,14 +98,11 @@ class ConfigStore:
         self.path = path
         try:
             # One connection, used by one thread at a time (AsyncStore's limiter), any thread.
-            conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
+            conn = dbfile.connect(path)  # FULL: config changes are rare, each one is durable
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
         self.db = sqlite_utils.Database(conn, execute_plugins=False)
         try:
-            self.db.enable_wal()
-            conn.execute("PRAGMA synchronous=FULL")  # config changes are rare: each one is durable
-            conn.execute("PRAGMA busy_timeout=10000")
             self._create()
         except sqlite3.Error as exc:
             conn.close()

@@ -40,6 +40,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import trio
 
+from .. import dbfile
 from ..config import Auth, GatewayConfig
 from . import AuthFailure, Identity
 
@@ -274,22 +275,6 @@ def _record(row: sqlite3.Row) -> KeyRecord:
 
 # -- the store ---------------------------------------------------------------------------------------
 
-def _use_wal(conn: sqlite3.Connection) -> None:
-    """WAL mode (readers never wait for the writer). Switching needs the file to itself and SQLite
-    does not wait for that (another process opening the same file at that moment gets "database
-    is locked" at once), so it is asked only when needed and retried for a while."""
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
 class KeyStore:
     """The API keys of one SQLite file (the table ``api_keys``; other tables are left alone).
 
@@ -299,14 +284,12 @@ class KeyStore:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            conn = sqlite3.connect(path, check_same_thread=False, timeout=5, isolation_level=None)
+            conn = dbfile.connect(path, timeout=5, autocommit=True)
         except sqlite3.Error as exc:
             raise KeyStoreError(f"{path}: cannot open the API keys' database: {exc}") from None
         conn.row_factory = sqlite3.Row
         self._db = conn
         try:
-            conn.execute("PRAGMA busy_timeout=5000")
-            _use_wal(conn)
             with self._write():
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, name TEXT NOT NULL, "
                              "digest BLOB NOT NULL, routes TEXT, groups TEXT NOT NULL, created REAL NOT NULL, "

@@ -41,6 +41,7 @@ import sqlite_utils
 import trio
 from msgspec import Raw
 
+from .. import dbfile
 from ..config.access import OnToolChange
 from ..logsafe import clean
 from ..protocol.catalog import Entry, entry_str
@@ -215,14 +216,11 @@ class PinStore:
         if path is None:
             return
         try:
-            conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
+            conn = dbfile.connect(path)  # FULL: rare writes, and an approval must last
         except sqlite3.Error as exc:
             raise PinStoreError(f"{path}: cannot open the tool pins: {exc}") from None
         try:
             db = sqlite_utils.Database(conn, execute_plugins=False)
-            db.enable_wal()
-            conn.execute("PRAGMA synchronous=FULL")  # rare writes, and an approval must last
-            conn.execute("PRAGMA busy_timeout=10000")
             with db.atomic():
                 db.execute(f"CREATE TABLE IF NOT EXISTS {PINS} (server TEXT NOT NULL, tool TEXT NOT NULL, "
                            "digest TEXT NOT NULL, definition TEXT NOT NULL, first_seen REAL NOT NULL, "
