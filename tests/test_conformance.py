@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from gateway.auth.keys import KeyStore
+from tests import header_proxy
 from tests.helpers import PY, ROOT, config, free_port, running_gateway
 
 FIXTURE = str(ROOT / "tests" / "servers" / "conformance_server.py")
@@ -170,17 +172,33 @@ def test_the_fixture_passes_every_check_directly(direct: SuiteRun) -> None:
     assert len(direct.checks) > len(direct.scenarios), direct.score()  # every scenario checked something
 
 
-async def test_the_suite_through_the_gateway(suite_cli: str, direct: SuiteRun, tmp_path: Path) -> None:
+@pytest.mark.parametrize("auth", ["open", "api key"])
+async def test_the_suite_through_the_gateway(suite_cli: str, direct: SuiteRun, tmp_path: Path, auth: str) -> None:
+    """The same checks pass with API keys required: the suite has no option to send a header, so
+    it talks to a proxy that adds the key (tests/header_proxy.py), and the gateway checks it."""
     expected = load_expected_failures()
+    extra: dict[str, object] = {}
+    if auth == "api key":
+        extra["auth"] = {"api_keys": {"path": str(tmp_path / "keys.db")}}
+        with KeyStore(str(tmp_path / "keys.db")) as store:
+            key = store.create("conformance").key
     cfg = config({"conformance": {"command": PY, "args": [FIXTURE, "--stdio"]}},
-                 routes={"/": {"servers": ["conformance"], "prefix": False}})
-    async with running_gateway(cfg) as gw:
+                 routes={"/": {"servers": ["conformance"], "prefix": False}}, **extra)
+    async with running_gateway(cfg) as gw, trio.open_nursery() as nursery:
+        url = gw.url
+        if auth == "api key":
+            port = await nursery.start(header_proxy.serve, gw.port, [(b"authorization", f"Bearer {key}".encode())])
+            url = f"http://127.0.0.1:{port}/mcp"
         started = time.monotonic()
         with trio.fail_after(SUITE_TIMEOUT):
-            out = await trio.run_process(suite_command(suite_cli, gw.url, tmp_path / "results"), cwd=tmp_path,
+            out = await trio.run_process(suite_command(suite_cli, url, tmp_path / "results"), cwd=tmp_path,
                                          capture_stdout=True, stderr=subprocess.STDOUT, check=False)
-        run = parse_run(gw.url, tmp_path / "results", out.stdout.decode(), out.returncode,
+        run = parse_run(url, tmp_path / "results", out.stdout.decode(), out.returncode,
                         time.monotonic() - started)
+        if auth == "api key":  # every request was the key's: none went through unauthenticated
+            access = gw.gateway.access.statistics()
+            assert access["auth_accepted"] > 0 and not access["auth_refused"], access
+        nursery.cancel_scope.cancel()
 
     baseline_warnings = {c.key for c in direct.with_status("WARNING")}
     failing = {c.key: c for c in run.checks.values()
