@@ -238,9 +238,10 @@ class Target:
     path: bytes
     call_params: bytes
     timeout: float
+    headers: bytes = b""  # extra request header lines (e.g. Authorization), CRLF-terminated
 
     @classmethod
-    def from_url(cls, url: str, tool: str, args: str, timeout: float) -> Target:
+    def from_url(cls, url: str, tool: str, args: str, timeout: float, headers: list[str] | None = None) -> Target:
         """Parse and check ``url`` (loopback only)."""
         u = urlsplit(url)
         host = "127.0.0.1" if u.hostname == "localhost" else (u.hostname or "")
@@ -252,7 +253,8 @@ class Target:
             raise SystemExit(f"refusing {url!r}: only http:// to a loopback address")
         port = u.port or 80
         params = msgspec.json.encode({"name": tool, "arguments": msgspec.json.decode(args)})
-        return cls(host, port, u.netloc.encode(), (u.path or "/").encode(), params, timeout)
+        extra = b"".join(_header_line(h) for h in headers or ())
+        return cls(host, port, u.netloc.encode(), (u.path or "/").encode(), params, timeout, extra)
 
     def connection(self) -> Connection:
         """A new (lazily connected) connection to the target."""
@@ -260,6 +262,13 @@ class Target:
 
 
 BASE_HEADERS = b"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+
+
+def _header_line(header: str) -> bytes:
+    name, sep, value = header.partition(":")
+    if not sep or not name.strip() or any(c in header for c in "\r\n"):
+        raise SystemExit(f"--header {header.split(':')[0]!r}...: expected NAME: VALUE on one line")
+    return f"{name.strip()}: {value.strip()}\r\n".encode("latin-1")
 
 
 @dataclass
@@ -298,11 +307,11 @@ _INITIALIZED = b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
 async def open_session(conn: Connection, target: Target, stats: Stats | None = None) -> Session:
     """initialize + notifications/initialized on ``conn``; both timed into ``stats`` if given."""
     t0 = time.perf_counter()
-    reply, resp = await rpc(conn, target, BASE_HEADERS, "initialize", _INIT_PARAMS)
+    reply, resp = await rpc(conn, target, BASE_HEADERS + target.headers, "initialize", _INIT_PARAMS)
     t1 = time.perf_counter()
     sid = resp.headers.get(b"mcp-session-id")  # absent: a stateless server
     version = _init_result.decode(reply.result).protocol_version
-    headers = BASE_HEADERS + b"MCP-Protocol-Version: %s\r\n" % version.encode()
+    headers = BASE_HEADERS + target.headers + b"MCP-Protocol-Version: %s\r\n" % version.encode()
     if sid is not None:
         headers += b"Mcp-Session-Id: %s\r\n" % sid
     resp = await conn.request(b"POST", target.path, headers, _INITIALIZED)
@@ -583,6 +592,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tool", default="echo")
     ap.add_argument("--args", help="tool arguments as JSON (default suits echo/add)")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    ap.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="an extra header on every request, e.g. 'Authorization: Bearer KEY' (repeatable)")
     ap.add_argument(
         "--rate", type=float, default=0.0, metavar="R", help="pace at R requests/s in all (0: as fast as possible)"
     )
@@ -601,7 +612,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def amain(opts: argparse.Namespace) -> dict[str, Any] | None:
     """Run what the options ask for; return the report (None for --open-session)."""
-    target = Target.from_url(opts.url, opts.tool, opts.args or default_args(opts.tool), opts.timeout)
+    target = Target.from_url(opts.url, opts.tool, opts.args or default_args(opts.tool), opts.timeout, opts.header)
     if opts.open_session:
         conn = target.connection()
         with trio.fail_after(opts.timeout):

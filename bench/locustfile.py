@@ -10,7 +10,8 @@ Users (all run, by weight, unless named on the command line):
                     tools/list and ping
 Environment: MCP_BENCH_TOOL (default ``fast__echo``), MCP_BENCH_PATH (default ``/mcp``),
 MCP_BENCH_MIX (comma-separated tools for ToolMixUser; default the tool and its ``add`` sibling),
-MCP_BENCH_ARGS (JSON arguments for MCP_BENCH_TOOL; default suits echo/add).
+MCP_BENCH_ARGS (JSON arguments for MCP_BENCH_TOOL; default suits echo/add), MCP_BENCH_TOKEN (an API key
+or a JWT, sent as ``Authorization: Bearer``).
 
 Every request has a unique JSON-RPC id; a request fails when the HTTP status is wrong, the body
 (JSON or SSE) holds no answer with that id, the answer is a JSON-RPC error, or a tool result has
@@ -30,6 +31,8 @@ TOOL = os.environ.get("MCP_BENCH_TOOL", "fast__echo")
 PATH = os.environ.get("MCP_BENCH_PATH", "/mcp")
 VERSION = "2025-11-25"
 BASE_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+if os.environ.get("MCP_BENCH_TOKEN"):
+    BASE_HEADERS["Authorization"] = f"Bearer {os.environ['MCP_BENCH_TOKEN']}"
 
 
 def default_args(tool: str) -> dict[str, Any]:

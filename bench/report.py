@@ -91,6 +91,11 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     h["metrics_on_rps"] = _get(b, "metrics", "on_rps")
     h["metrics_off_rps"] = _get(b, "metrics", "off_rps")
     h["metrics_cost"] = _get(b, "metrics", "cost")
+    for label in ("none", "api_key", "jwt"):
+        h[f"auth_{label}_rps"] = _get(b, "auth", f"{label}_rps")
+        h[f"auth_{label}_cpu_us"] = _get(b, "auth", f"{label}_cpu_us")
+    h["auth_api_key_cost"] = _get(b, "auth", "api_key_cost")
+    h["auth_jwt_cost"] = _get(b, "auth", "jwt_cost")
     return h
 
 
@@ -170,6 +175,12 @@ def markdown(results: dict[str, Any], png_name: str | None = None) -> str:
     L.append(f"| Cost of counting metrics (on {_fmt(h['metrics_on_rps'], '/s')} vs `metrics.enabled: false` "
              f"{_fmt(h['metrics_off_rps'], '/s')}, one process switched by reload, ABBA) | {_fmt(None if cost is None else cost * 100, ' %', 1)} | "
              f"≤ 3 % | {_verdict(None if cost is None else cost * 100, 3.0, False)} |")
+    for label, what in (("api_key", "an API key"), ("jwt", "a JWT (ES256)")):
+        cost = h[f"auth_{label}_cost"]
+        L.append(f"| Cost of authenticating every request with {what}: {_fmt(h[f'auth_{label}_rps'], '/s')} vs "
+                 f"{_fmt(h['auth_none_rps'], '/s')} without auth (three processes, ABC CBA); gateway CPU "
+                 f"{_fmt(h[f'auth_{label}_cpu_us'], ' µs', 1)} vs {_fmt(h['auth_none_cpu_us'], ' µs', 1)} per call | "
+                 f"{_fmt(None if cost is None else cost * 100, ' %', 1)} | | |")
     L.append("")
     if results.get("skipped") or results.get("errors") or results.get("notes"):
         L.append("**Not measured / notes:**")

@@ -736,6 +736,64 @@ def part_b(ctx: Context) -> dict[str, Any]:
             out["wrk"] = {"error": str(exc)[:500]}
         out["rss_kb_end"] = rss_kb(gw.pid)
     out["metrics"] = metrics_cost(ctx)
+    out["auth"] = auth_cost(ctx)
+    return out
+
+
+def auth_cost(ctx: Context) -> dict[str, Any]:
+    """Throughput and gateway CPU per call with no authentication, an API key, and a JWT (ES256,
+    a PEM public key): three gateways (authentication methods need a restart), runs in ABC CBA
+    order. Two processes differ by a few percent from layout alone (see metrics_cost), so a cost
+    within that is noise; the CPU per call says more."""
+    import jwt  # PyJWT, a gateway dependency
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    s = ctx.s
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = ctx.tmp / "bench-idp.pem"
+    pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    resource = "http://127.0.0.1/"
+    token = jwt.encode({"iss": "https://idp.bench", "aud": resource, "sub": "bench", "exp": int(time.time()) + 7200},
+                       key, algorithm="ES256")
+    configs: dict[str, dict[str, Any]] = {
+        "none": {},
+        "api_key": {"auth": {"api_keys": {"path": str(ctx.tmp / "bench-keys.db")}}},
+        "jwt": {"auth": {"resource": resource, "jwt": {"issuer": "https://idp.bench", "public_key_file": str(pem),
+                                                       "algorithms": ["ES256"]}}},
+    }
+    out: dict[str, Any] = {label: [] for label in configs}
+    with contextlib.ExitStack() as stack:
+        gws = {label: stack.enter_context(GatewayProc(ctx, f"gw-auth-{label}", {"fast": process_server()},
+                                                      extra=extra)) for label, extra in configs.items()}
+        created = subprocess.run([str(Path(PY).with_name("mcp-gateway")), "keys", "create", "--config",
+                                  str(ctx.tmp / "gw-auth-api_key.json"), "--name", "bench"],
+                                 capture_output=True, text=True, timeout=60, check=False)
+        if created.returncode != 0:
+            raise RuntimeError(f"mcp-gateway keys create failed: {created.stderr[-400:]}")
+        credentials = {"none": None, "api_key": created.stdout.strip(), "jwt": token}
+        order = list(configs)
+        rounds = 4
+        for i in range(rounds):
+            for label in order if i % 2 == 0 else order[::-1]:
+                gw, credential = gws[label], credentials[label]
+                log(f"b: auth {label}, 10 connections / 10 in flight ({i + 1}/{rounds})")
+                extra_args = ["--header", f"Authorization: Bearer {credential}"] if credential else []
+                out[label].append(undisturbed(ctx, f"auth {label}", lambda gw=gw, a=extra_args: run_load(
+                    ctx, gw.url, inflight=10, sessions=10, duration=s.peak_duration, server_pid=gw.pid, extra=a)))
+    for label in configs:
+        median = median_run(out[label])
+        rps = median["throughput_rps"]
+        cpu = median.get("cpu", {}).get("server_cpu_pct")
+        out[f"{label}_rps"] = rps
+        out[f"{label}_cpu_us"] = round(cpu / 100 / rps * 1e6, 1) if cpu and rps else None
+        if median.get("errors"):
+            out[f"{label}_errors"] = median["errors"]
+        out[label] = [r["throughput_rps"] for r in out[label]]
+    for label in ("api_key", "jwt"):
+        if out["none_rps"]:
+            out[f"{label}_cost"] = round(1 - out[f"{label}_rps"] / out["none_rps"], 4)
     return out
 
 
