@@ -19,6 +19,7 @@ import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
@@ -340,6 +341,34 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
         g.audited = True  # (the control plane writes the audit row, whatever happens)
         result = await control.change(doc, caller=caller(None, await _raw()), what="replace routes",
                                       source="api")
+        return _json(result.as_json())
+
+    # -- who may call what: policy rules and rate limits (docs/access.md) -------------------------
+    @app.get("/policy")
+    async def get_policy() -> Response:
+        config, access = gateway.config, gateway.access
+        limits = access.limiter.statistics()
+        return _json({"policy": [msgspec.to_builtins(r) for r in config.policy],
+                      "rate_limits": [msgspec.to_builtins(r) for r in config.rate_limits],
+                      "refused_by_rule": list(limits.refused), "in_flight": limits.in_flight})
+
+    @app.put("/policy")
+    async def replace_policy() -> Response:
+        """Replace ``policy`` and/or ``rate_limits`` (each key given; null or [] removes them)."""
+        body = await _body()
+        if not isinstance(body, dict) or not body or set(body) - {"policy", "rate_limits"}:
+            raise ApiError(400, "invalid_request", "expected an object with policy and/or rate_limits (lists)")
+        doc = _document()
+        for key, value in body.items():
+            if value is None or value == []:
+                doc.pop(key, None)
+            elif isinstance(value, list):
+                doc[key] = value
+            else:
+                raise ApiError(400, "invalid_request", f"{key}: expected a list of rules or null")
+        g.audited = True  # (the control plane writes the audit row, whatever happens)
+        result = await control.change(doc, caller=caller(None, await _raw()),
+                                      what=f"replace {' and '.join(sorted(body))}", source="api")
         return _json(result.as_json())
 
     # -- the configuration and its versions --------------------------------------------------------

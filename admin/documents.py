@@ -58,9 +58,20 @@ def document_of(config: GatewayConfig) -> dict[str, Any]:
     if config.routes is None or config.routes == default_routes:
         doc.pop("routes", None)
     else:
-        doc["routes"] = {path: (list(r.servers) if r.prefix else {"servers": list(r.servers), "prefix": False})
-                         for path, r in config.routes.items()}
+        doc["routes"] = {path: _route_document(r) for path, r in config.routes.items()}
     return doc
+
+
+def _route_document(route: RouteConfig) -> list[str] | dict[str, Any]:
+    """A route as a file writes it: the list of servers, or the mapping when it has settings."""
+    if route.prefix and route.tools is None:
+        return list(route.servers)
+    out: dict[str, Any] = {"servers": list(route.servers)}
+    if not route.prefix:
+        out["prefix"] = False
+    if route.tools is not None:
+        out["tools"] = msgspec.to_builtins(route.tools)
+    return out
 
 
 def effective(config: GatewayConfig) -> dict[str, Any]:

@@ -379,3 +379,24 @@ def test_access_settings_are_checked_with_their_key_path(extra: dict[str, Any], 
     with pytest.raises(ConfigError) as failure:
         parse_config({"servers": {"t": {"command": "x"}}, **extra})
     assert str(failure.value).startswith(message), str(failure.value)
+
+
+async def test_the_admin_api_replaces_the_policy_and_it_applies_at_once(tmp_path: Path) -> None:
+    from tests.test_admin import admin_client, admin_gateway
+
+    key = make_key(tmp_path, "ops")
+    auth = {"api_keys": {"path": str(tmp_path / "keys.db")}}
+    async with admin_gateway(tmp_path, {"sdk": sdk_server(), "time": time_server()}, auth=auth) as gw, \
+            admin_client(gw.admin_port) as admin, HTTPClient.connect(gw.port) as http:
+        session = await http.initialize(headers=bearer(key))
+        assert "sdk__add" in await tool_names(http, session, key)
+        reply = await admin.call("PUT", "/policy", {"policy": [{"allow": {"who": ["ops"], "tools": ["time__*"]}}],
+                                                    "rate_limits": [{"rate": 1}]})
+        assert reply.status == 200, reply
+        assert await tool_names(http, session, key) == {"time__get_current_time", "time__convert_time"}
+        current = await admin.get("/policy")
+        assert current["policy"][0]["allow"]["who"] == ["ops"] and current["rate_limits"][0]["rate"] == 1
+        bad = await admin.call("PUT", "/policy", {"policy": [{"allow": {"who": ["grop:x"]}}]})
+        assert bad.status == 422 and bad.json()["error"]["path"] == "policy[0].allow.who[0]"
+        assert (await admin.call("PUT", "/policy", {"policy": None})).status == 200
+        assert "sdk__add" in await tool_names(http, session, key)

@@ -556,5 +556,15 @@ def test_a_config_made_into_a_document_reads_back_the_same() -> None:
         "routes": {"/": ["p", "c"], "/r": {"servers": ["r"], "prefix": False}},
         "limits": {"max_body": "1m"}, "timeouts": {"call": "2m"}, "audit": {"max_rows": None}})
     assert parse_config(document_of(rich)) == rich
+    guarded = parse_config({  # who may call what (docs/access.md)
+        "servers": {"p": {"command": "x", "tools": {"deny": ["rm"]}, "on_tool_change": "block", "redact_results": True}},
+        "routes": {"/": ["p"], "/ro": {"servers": ["p"], "tools": {"allow": ["p__read*"]}}},
+        "auth": {"api_keys": {"refresh": "2s"}, "resource": "https://gw.example.com",
+                 "jwt": {"issuer": "https://idp.example.com", "jwks_url": "https://idp.example.com/jwks",
+                         "required_scopes": ["mcp"]}},
+        "policy": [{"allow": {"who": ["group:dev"]}}, {"deny": {"tools": ["*__rm"]}}],
+        "rate_limits": [{"rate": 5, "burst": 10, "per": "all"}]})
+    assert parse_config(document_of(guarded)) == guarded
+    assert parse_config(document_of(parse_config({"servers": {"p": {"command": "x"}}, "auth": "none"}))).auth == "none"
     assert redact_url("https://u:p@h.example/x?a=1&b=") == "https://u:(redacted)@h.example/x?a=(redacted)&b=(redacted)"
     assert redact_url("https://tok@h.example/") == "https://(redacted)@h.example/"

@@ -94,7 +94,7 @@ async def test_generated_requests_get_documented_answers_and_never_a_5xx(tmp_pat
     async with running_gateway(cfg, launcher_factory=_launcher) as gw, HTTPClient.connect(gw.port) as http:
         await http.initialize()  # a session to list (and maybe end)
         port = gw.gateway.control.server.port
-        seen = await trio.to_thread.run_sync(_fuzz, f"http://127.0.0.1:{port}", 150)
+        seen = await trio.to_thread.run_sync(_fuzz, f"http://127.0.0.1:{port}", 200)
     statuses = {status for _, _, status in seen}
     operations = {(method, path) for method, path, _ in seen}
     assert len(operations) >= 18, operations  # (nearly) every operation was tried
