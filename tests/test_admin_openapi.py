@@ -10,6 +10,7 @@ generator writes is executed, and remote servers may only be localhost.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,10 @@ def _launcher(name: str, server: ServerConfig) -> ProcessLauncher:
     return ProcessLauncher(name, [PY, "-c", "raise SystemExit(3)"], {}, None)  # generated: never run
 
 
-def _fuzz(base_url: str, examples: int) -> list[tuple[str, str, int]]:
-    """Generated requests (positive and negative) and schemathesis' checks on each answer."""
+def fuzz_admin(base_url: str, examples: int, *, path_regex: str | None = None,
+               also: Callable[[Any], None] | None = None) -> list[tuple[str, str, int]]:
+    """Generated requests (positive and negative) and schemathesis' checks on each answer: to every
+    operation, or those whose path matches ``path_regex``; ``also(response)`` checks more."""
     import schemathesis
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
@@ -67,6 +70,8 @@ def _fuzz(base_url: str, examples: int) -> list[tuple[str, str, int]]:
     )
 
     schema = schemathesis.openapi.from_dict(document())
+    if path_regex is not None:
+        schema = schema.include(path_regex=path_regex)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     seen: list[tuple[str, str, int]] = []
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
@@ -79,6 +84,8 @@ def _fuzz(base_url: str, examples: int) -> list[tuple[str, str, int]]:
             case.headers = {**(case.headers or {}), **headers}  # (ignored_auth checks requests without it)
             response = case.call(base_url=base_url, timeout=30)
             seen.append((case.method, case.operation.path, response.status_code))
+            if also is not None:
+                also(response)
             case.validate_response(response, checks=chosen, headers=headers)
 
         run()
@@ -94,9 +101,11 @@ async def test_generated_requests_get_documented_answers_and_never_a_5xx(tmp_pat
     async with running_gateway(cfg, launcher_factory=_launcher) as gw, HTTPClient.connect(gw.port) as http:
         await http.initialize()  # a session to list (and maybe end)
         port = gw.gateway.control.server.port
-        seen = await trio.to_thread.run_sync(_fuzz, f"http://127.0.0.1:{port}", 200)
+        seen = await trio.to_thread.run_sync(fuzz_admin, f"http://127.0.0.1:{port}", 200)
     statuses = {status for _, _, status in seen}
     operations = {(method, path) for method, path, _ in seen}
     assert len(operations) >= 18, operations  # (nearly) every operation was tried
-    assert {200, 201, 404, 422} <= statuses and 400 in statuses, statuses
+    # Success, not found, invalid and malformed were all reached (whether a generated server config is
+    # valid enough for a 201 depends on the draw: tests/test_admin.py creates servers on purpose).
+    assert {200, 400, 404, 422} <= statuses, statuses
     assert not any(status >= 500 for status in statuses)
