@@ -64,13 +64,15 @@ def document_of(config: GatewayConfig) -> dict[str, Any]:
 
 def _route_document(route: RouteConfig) -> list[str] | dict[str, Any]:
     """A route as a file writes it: the list of servers, or the mapping when it has settings."""
-    if route.prefix and route.tools is None:
+    if route.prefix and route.tools is None and route.tool_mode == "all":
         return list(route.servers)
     out: dict[str, Any] = {"servers": list(route.servers)}
     if not route.prefix:
         out["prefix"] = False
     if route.tools is not None:
         out["tools"] = msgspec.to_builtins(route.tools)
+    if route.tool_mode != "all":
+        out["tool_mode"] = route.tool_mode
     return out
 
 

@@ -214,6 +214,9 @@ class RouteConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     servers: list[str]
     prefix: bool = True  # False: names as the servers have them (a server's own `prefix` wins)
     tools: ToolFilter | None = None  # tools hidden on this route from every caller (the names clients see)
+    # "all": tools/list is the whole catalog; "search": two tools instead, one that searches the
+    # catalog and one that calls a tool by name (for clients whose context the catalog would flood).
+    tool_mode: Literal["all", "search"] = "all"
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
