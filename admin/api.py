@@ -515,6 +515,9 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
     from .pins_api import register as register_pins  # (here: it uses this module's helpers)
 
     register_pins(app, control, caller)
+    from .web import register_web  # the web page under /ui (issue 12)
+
+    register_web(app, control, tokens)
     return app
 
 
