@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from ..auth.access import state_db_path
 from ..auth.keys import keys_db_path
 from ..config import GatewayConfig, ToolFilter, format_duration, format_size, is_loopback, root_user_problem
+from ..config.rest import RestApi, secret_refs
 
 
 def _days(seconds: float) -> str:
@@ -70,6 +71,8 @@ def describe(config: GatewayConfig, config_file: str | None = None) -> str:
         elif s.kind == "container":
             lines.append(f"    image: {s.image}")
             lines.append(f"    command: {shlex.join(s.argv()) if s.command else '(image default)'}")
+        elif s.kind == "http" and s.http is not None:
+            lines += _rest(s.http)
         else:
             # A URL may carry credentials (user:token@, ?api_key=): show only where it points.
             u = urlsplit(s.url or "")
@@ -93,6 +96,8 @@ def describe(config: GatewayConfig, config_file: str | None = None) -> str:
             # The name and where it comes from (env or file); never the reference's target's value.
             sources = [f"{k} (from {ref.partition(':')[0]})" for k, ref in s.secrets.items()]
             lines.append(f"    secrets: {', '.join(sources)}")
+        if s.kind == "http":
+            continue  # (no process to start, ping or restart)
         lines.append(
             f"    timeouts: start {fd(config.start_timeout_for(name))}, call {fd(config.call_timeout_for(name))}, "
             f"idle {fd(s.idle_timeout)}; restart backoff {fd(s.restart_backoff)}..{fd(s.restart_backoff_max)}"
@@ -130,6 +135,24 @@ def describe(config: GatewayConfig, config_file: str | None = None) -> str:
         if rc.tools is not None:
             lines.append(f"  {' ' * width}  tools hidden: {_filter(rc.tools)}")
     return "\n".join(lines)
+
+
+def _rest(api: RestApi) -> list[str]:
+    """An http server (a REST API): where requests go, where its tools come from, what it sends."""
+    u = urlsplit(api.base_url)  # (its query may carry a key: never shown)
+    tools = ([f"OpenAPI {api.openapi} ({'operations ' + ', '.join(api.operations) if api.operations is not None else 'every operation'})"]
+             if api.openapi else []) + ([f"{len(api.tools)} by hand ({', '.join(t.name for t in api.tools)})"]
+                                        if api.tools else [])
+    sent = [f"{k} (secret from {', '.join(sorted({r.partition(':')[0] for r in secret_refs(v)}))})"
+            if secret_refs(v) else k for k, v in api.headers.items()]
+    return [
+        f"    base url: {u.scheme}://{u.hostname or ''}{f':{u.port}' if u.port else ''}{u.path}",
+        f"    tools: {'; '.join(tools)}",
+        f"    sends: {', '.join(sent) or 'no credentials'} (header names only)",
+        f"    limits: timeout {format_duration(api.timeout)} per call, response {format_size(api.max_response)}; "
+        "TLS verified" + (f" (extra CA bundle {api.ca_file})" if api.ca_file else "") +
+        ", redirects refused, the SSRF guard of remote:",
+    ]
 
 
 def _filter(f: ToolFilter) -> str:

@@ -13,6 +13,7 @@ import msgspec
 
 from . import container
 from .access import Auth, OnToolChange, RateLimit, Rule, ToolFilter
+from .rest import RestApi
 from .units import SIZE, Duration, KiB, MiB, Port, PositiveDuration, PositiveInt, Size
 
 
@@ -116,6 +117,7 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     cwd: str | None = None
     image: str | None = None
     url: str | None = None
+    http: RestApi | None = None  # a REST API served as tools (config/rest.py)
     # env var name inside the server -> "env:NAME" or "file:/abs/path", read at start time.
     secrets: dict[str, str] = {}
     lifecycle: Literal["shared", "session", "call"] = "shared"
@@ -171,8 +173,10 @@ class ServerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     redact_results: bool = False
 
     @property
-    def kind(self) -> Literal["process", "container", "remote"]:
-        """``container`` (image), ``remote`` (url) or ``process`` (command)."""
+    def kind(self) -> Literal["process", "container", "remote", "http"]:
+        """``container`` (image), ``remote`` (url), ``http`` (a REST API) or ``process`` (command)."""
+        if self.http is not None:
+            return "http"
         return "container" if self.image is not None else "remote" if self.url is not None else "process"
 
     @property

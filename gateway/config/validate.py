@@ -13,7 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 
@@ -70,10 +70,11 @@ def gateway(data: object) -> GatewayConfig:
     _control_plane(base)
     guard = _remote_guard(base.remote)
     for name, server in servers.items():
-        if server.kind == "remote":
-            refused = guard.check_host(urlsplit(server.url or "").hostname or "")
+        if server.kind in ("remote", "http"):
+            url, at = (server.http.base_url, "http.base_url") if server.http is not None else (server.url, "url")
+            refused = guard.check_host(urlsplit(url or "").hostname or "")
             if refused is not None:  # decided by the URL alone; names are checked again when connecting
-                raise Invalid(f"{key}.{name}.url", f"refused by the SSRF guard: {refused}")
+                raise Invalid(f"{key}.{name}.{at}", f"refused by the SSRF guard: {refused}")
     routes = _routes(data.get("routes"), servers)
     config: GatewayConfig = msgspec.structs.replace(
         base, servers=servers, routes=routes, allowed_origins=origins
@@ -238,13 +239,16 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
     def bad(key: str, message: str) -> Invalid:
         return Invalid(f"{path}.{key}" if key else path, message)
 
+    if raw.get("http") is not None:
+        _check_http(raw, s, bad)
     set_ = [k for k in ("command", "image", "url") if raw.get(k) is not None]
     if "image" in set_ and "url" in set_:
         raise bad("", "set only one of image (a container) and url (a remote server)")
     if "url" in set_ and "command" in set_:
         raise bad("", "set only one of command (a local process) and url (a remote server)")
-    if not set_:
-        raise bad("", "set command (a local process), image (a container) or url (a remote server)")
+    if not set_ and s.kind != "http":
+        raise bad("", "set command (a local process), image (a container), url (a remote server) or http "
+                      "(a REST API)")
     if s.kind == "container" and (remote_keys := [k for k in _REMOTE_KEYS if k in raw]):
         raise bad(remote_keys[0], "only applies to remote servers (set url)")
     if s.kind == "container":
@@ -256,7 +260,9 @@ def _server(raw: object, path: str, *, claude: bool) -> ServerConfig:
             raise bad("cwd", "only applies to process servers (a container's working dir is in its image)")
     else:
         loose = [k for k in _CONTAINER_KEYS if k in raw]
-        if s.kind == "remote":
+        if s.kind == "http":
+            pass  # _check_http refused every key that does not apply
+        elif s.kind == "remote":
             # lifecycle and pool apply to processes too (a process per session or per call).
             for key in ("args", "env", "cwd", "secrets", *loose):
                 if key in raw:
@@ -312,6 +318,73 @@ def _check_remote(s: ServerConfig, bad: Callable[[str, str], Invalid]) -> None:
         raise bad("bearer", "must be 'env:NAME' or 'file:/absolute/path' (value not shown)")
     if s.ca_file is not None and not s.ca_file.startswith("/"):
         raise bad("ca_file", f"must be an absolute path, got {s.ca_file!r}")
+
+
+# What an http server (a REST API) takes besides http: the keys that apply to every kind.
+_HTTP_SERVER_KEYS: Final = ("http", "prefix", "required", "audit_arguments", "tools", "on_tool_change",
+                            "redact_results")
+_HTTP_HINTS: Final = {
+    "headers": " (put them under http.headers)", "call_timeout": " (use http.timeout)",
+    "connect_timeout": " (use http.timeout)", "ca_file": " (use http.ca_file)",
+    "bearer": " (write http.headers: {Authorization: \"Bearer ${env:NAME}\"})",
+    "secrets": " (write ${env:NAME} in an http.headers value)", "env": " (write ${env:NAME} in an http.headers value)"}
+# Headers an http server may not set: HTTP's framing, and what the gateway sets itself.
+_REST_OWN_HEADERS: Final = frozenset({
+    "host", "content-length", "content-encoding", "transfer-encoding", "connection", "accept-encoding", "te",
+    "upgrade", "expect", "keep-alive", "proxy-authorization", "proxy-connection", "trailer"})
+_KINDS: Final = {"command": "a local process", "image": "a container", "url": "a remote MCP server"}
+
+
+def _check_http(raw: dict[str, object], s: ServerConfig, bad: Callable[[str, str], Invalid]) -> None:
+    """An http server: no other kind's keys, a base_url, headers with well-formed secret references,
+    and tools that can be served (the OpenAPI document is read now: its errors name http.openapi)."""
+    from ..upstream import openapi
+    from .rest import template_problem
+
+    for key in ("command", "image", "url"):
+        if raw.get(key) is not None:
+            raise bad("", f"set only one of http (a REST API) and {key} ({_KINDS[key]})")
+    for key in raw:
+        if key not in _HTTP_SERVER_KEYS:
+            raise bad(key, f"does not apply to http servers (a REST API){_HTTP_HINTS.get(key, '')}")
+    api = s.http
+    assert api is not None
+    try:
+        parts: SplitResult | None = urlsplit(api.base_url)
+        _port = parts.port if parts is not None else None  # (a port that is not a number raises)
+    except ValueError:
+        parts = None
+    # Never echoed: a URL may carry credentials.
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", api.base_url):
+        raise bad("http.base_url", "expected an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise bad("http.base_url", "must not hold credentials (user:password@); send them in http.headers")
+    if parts.fragment or api.base_url.endswith("#"):
+        raise bad("http.base_url", "must not have a fragment (#...)")
+    for name, value in api.headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise bad(f"http.headers.{name}", "invalid header name")
+        if name.lower() in _REST_OWN_HEADERS:
+            raise bad(f"http.headers.{name}", "not allowed here: the gateway sets it")
+        problem = template_problem(value)
+        if problem is not None:  # never echoed: it may be a pasted key
+            raise bad(f"http.headers.{name}", f"{problem} (value not shown)")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise bad(f"http.headers.{name}", "invalid header value (printable ASCII only; value not shown)")
+    if api.ca_file is not None and not api.ca_file.startswith("/"):
+        raise bad("http.ca_file", f"must be an absolute path, got {api.ca_file!r}")
+    if api.openapi is not None and not api.openapi.strip():
+        raise bad("http.openapi", "must not be empty (a path to an OpenAPI document, or leave it out)")
+    if api.openapi is None and not api.tools:
+        raise bad("http", "no tools: set openapi (an OpenAPI 3.0 or 3.1 document) or tools (by hand), or both")
+    if api.openapi is None and api.operations is not None:
+        raise bad("http.operations", "chooses operations of an OpenAPI document: set http.openapi")
+    try:
+        found = openapi.load(api)
+    except openapi.SpecError as e:
+        raise bad(f"http.{e.key}", e.message) from None
+    if not found.tools:
+        raise bad("http.openapi" if api.openapi else "http.tools", "the document has no operations to serve")
 
 
 def _origin(value: str, path: str) -> str:
