@@ -208,10 +208,10 @@ class Gateway:
 
     def _backend(self, name: str, server: ServerConfig, config: GatewayConfig | None = None) -> Backend:
         config = config or self.config
-        start, call = config.start_timeout_for(name), config.call_timeout_for(name)
         if server.kind == "http":  # a REST API: no process, no MCP peer, one backend (upstream/rest.py)
             return rest_backend(name, server, config, on_change=self._catalog_changed)
         max_message = config.limits.max_message
+        start, call = config.start_timeout_for(name), config.call_timeout_for(name)
         ping_interval, ping_timeout = config.ping_for(name)
         liveness = LivenessPolicy(ping_interval, ping_timeout, server.ping_after_timeouts)
         connector: Connector = (connector_for(name, server, config) if server.kind == "remote" else

@@ -315,7 +315,7 @@ async def test_hand_written_tools_with_templates_and_a_secret_header(
         "base_url": "BASE", "headers": {"Authorization": "Bearer ${secret:WEATHER_KEY}", "X-Team": "a$${b}"},
         "tools": [FORECAST,
                   {"name": "celsius", "path": "/forecast/{city}", "query": {"units": "metric-{scale}"},
-                   "headers": {"X-Trace": "{trace}"}},
+                   "headers": {"X-Trace": "{trace}", "x-team": "{team}"}},
                   {"name": "report", "method": "post", "path": "/report/{city}",
                    "input": {"type": "object", "properties": {"city": {"type": "string"}, "note": {"type": "string"},
                                                               "level": {"type": "integer"}}},
@@ -335,7 +335,8 @@ async def test_hand_written_tools_with_templates_and_a_secret_header(
                 assert tools["weather__forecast"].description == "Forecast for a city"
                 # Without input, the placeholders are the arguments (a path one required).
                 assert tools["weather__celsius"].input_schema == {"type": "object", "required": ["city"], "properties": {
-                    "city": {"type": "string"}, "scale": {"type": "string"}, "trace": {"type": "string"}}}
+                    "city": {"type": "string"}, "scale": {"type": "string"}, "trace": {"type": "string"},
+                    "team": {"type": "string"}}}
                 result = await client.call_tool("weather__forecast", {"city": "São Paulo", "days": 3})
                 assert json.loads(text(result)) == {"city": "São Paulo", "days": 3, "units": None}
                 assert result.structured_content is None  # no output schema given
@@ -345,10 +346,11 @@ async def test_hand_written_tools_with_templates_and_a_secret_header(
                 await client.call_tool("weather__forecast", {"city": "Oslo"})
                 assert api.seen[-1].target == "/forecast/Oslo"  # an absent argument: no query parameter
                 await client.call_tool("weather__celsius", {"city": "Oslo", "scale": "c", "trace": "t-1",
-                                                            "Authorization": "Bearer stolen"})
+                                                            "team": "evil", "Authorization": "Bearer stolen"})
                 assert api.seen[-1].target == "/forecast/Oslo?units=metric-c"
                 assert api.seen[-1].headers["x-trace"] == "t-1"
-                assert api.seen[-1].headers["authorization"] == f"Bearer {SECRET}"  # an argument cannot replace it
+                assert api.seen[-1].headers["authorization"] == f"Bearer {SECRET}"
+                assert api.seen[-1].headers["x-team"] == "a${b}"  # an argument cannot replace the server's
                 bad = await client.call_tool("weather__celsius", {"city": "Oslo", "trace": "a\r\nX-Evil: 1"})
                 assert bad.is_error and "cannot be sent (printable ASCII only)" in text(bad)
                 await client.call_tool("weather__report", {"city": "Oslo", "note": "windy", "level": 2})
@@ -389,6 +391,32 @@ async def test_the_ssrf_guard_checks_every_connection() -> None:
             assert info.value.error.code == -32000
             assert "refused by the SSRF guard: localhost resolves to" in info.value.error.message
             assert api.seen == []
+
+
+async def test_policy_tool_filters_rate_limits_and_the_audit_apply_to_rest_tools() -> None:
+    records: list[Any] = []
+    with trio.fail_after(20):
+        async with pet_store() as api:
+            cfg = config({"pets": {**pets(api.base)["pets"], "tools": {"deny": ["delete_pets_petId"]}}},
+                         policy=[{"allow": {"who": ["*"]}}, {"deny": {"tools": ["pets__createPet"]}}],
+                         rate_limits=[{"tools": ["pets__listPets"], "rate": 0.01, "burst": 1}])
+            async with running_gateway(cfg) as gw, Client(gw.url, mode="legacy") as client:
+                gw.gateway.dispatcher.observers.append(records.append)  # what the audit log observes
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "pets__listPets" in names and not names & {"pets__createPet", "pets__delete_pets_petId"}
+                for hidden in ("pets__createPet", "pets__delete_pets_petId"):
+                    with pytest.raises(MCPError) as info:
+                        await client.call_tool(hidden, {"body": {"name": "x"}, "petId": "1"})
+                    assert (info.value.error.code, info.value.error.message) == (-32602, f"Unknown tool: {hidden!r}")
+                assert (await client.call_tool("pets__listPets", {})).structured_content is not None
+                with pytest.raises(MCPError) as info:
+                    await client.call_tool("pets__listPets", {})
+                assert info.value.error.code == -32005
+                assert (await client.call_tool("pets__showPetById", {"petId": "9"})).is_error
+    assert [s.method for s in api.seen] == ["GET", "GET"]  # nothing hidden or limited reached the API
+    outcomes = [(r.server, r.name, r.outcome) for r in records if r.server == "pets"]
+    assert outcomes == [("pets", "pets__listPets", "ok"), ("pets", "pets__listPets", "error -32005"),
+                        ("pets", "pets__showPetById", "tool_error")]
 
 
 async def test_check_describes_and_starts_an_http_server() -> None:
