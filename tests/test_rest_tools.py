@@ -379,6 +379,25 @@ async def test_hand_written_tools_with_templates_and_a_secret_header(
     assert "timeout 30s per call, response 4m; TLS verified, redirects refused, the SSRF guard of remote:" in shown
 
 
+async def test_a_base_url_path_and_query_come_first() -> None:
+    tools = [{"name": "city", "path": "/{city}", "query": {"days": "{days}"}},
+             {"name": "odd", "path": "/a;b/é/{city}"}]
+    with trio.fail_after(20):
+        async with pet_store() as api, running_gateway(config({"w": {"http": {
+                "base_url": f"{api.base}/forecast/?units=metric", "tools": tools}}})) as gw, \
+                Client(gw.url, mode="legacy") as client:
+            result = await client.call_tool("w__city", {"city": "Oslo", "days": 2})
+            assert api.seen[-1].target == "/forecast/Oslo?units=metric&days=2"
+            assert json.loads(text(result)) == {"city": "Oslo", "days": 2, "units": "metric"}
+            await client.call_tool("w__odd", {"city": "x"})
+            assert api.seen[-1].target == "/forecast/a;b/%C3%A9/x?units=metric"
+    # The base_url's path wins over the document's servers[0] (/v1).
+    async with pet_store() as api, running_gateway(config(pets(f"{api.base}/api"))) as gw, \
+            Client(gw.url, mode="legacy") as client:
+        await client.call_tool("pets__showPetById", {"petId": "1"})
+        assert api.seen[-1].target == "/api/pets/1"
+
+
 async def test_the_ssrf_guard_checks_every_connection() -> None:
     # The config allows the name (networks are listed); its address is judged when connecting.
     with trio.fail_after(20):
@@ -465,6 +484,8 @@ def _documents(tmp: Path) -> None:
                                    "    a: {$ref: '#/components/parameters/b'}\n    b: {$ref: '#/components/parameters/a'}\n")
     (tmp / "empty.json").write_text('{"openapi": "3.1.0", "info": {"title": "t", "version": "1"}}')
     (tmp / "list.yaml").write_text("- 1\n")
+    (tmp / "header.yaml").write_text("openapi: 3.1.0\npaths:\n  /a:\n    get:\n      parameters:\n"
+                                     "        - {name: X Bad, in: header}\n")
 
 
 @pytest.mark.parametrize(("server", "expected"), [
@@ -549,6 +570,8 @@ def _documents(tmp: Path) -> None:
      "servers.s.http.operations[1]: no operation 'nope' in the document (known: big, createPet"),
     ({"http": {"base_url": BASE, "tools": [TOOL], "operations": ["a"]}},
      "servers.s.http.operations: chooses operations of an OpenAPI document: set http.openapi"),
+    ({"http": {"base_url": BASE, "openapi": "{tmp}/header.yaml"}},
+     "servers.s.http.openapi: paths./a.get.parameters[0].name: 'X Bad' is not a valid header name"),
     ({"http": {"base_url": BASE, "tools": [TOOL], "ca_file": "ca.pem"}},
      "servers.s.http.ca_file: must be an absolute path"),
 ])

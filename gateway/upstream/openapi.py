@@ -58,6 +58,7 @@ BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 _TOOL_NAME: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _PROPERTY: Final = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
 PLACEHOLDER: Final = re.compile(r"\{([^{}]*)\}")
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header (or cookie) name
 # Headers an OpenAPI parameter may not define (the spec says they are ignored), or that the
 # gateway sets itself.
 _IGNORED_HEADERS: Final = frozenset({"accept", "content-type", "authorization", "content-length", "host",
@@ -362,6 +363,8 @@ def _parameter(doc: dict[str, Any], raw: Any, where: str) -> dict[str, Any]:
         raise SpecError("openapi", f"{where}.name: expected a string")
     if p.get("in") not in ("path", "query", "header", "cookie"):
         raise SpecError("openapi", f"{where}.in: expected path, query, header or cookie, got {_show(p.get('in'))}")
+    if p["in"] in ("header", "cookie") and not _TOKEN.fullmatch(p["name"]):
+        raise SpecError("openapi", f"{where}.name: {_show(p['name'])} is not a valid {p['in']} name")
     return p
 
 
@@ -672,7 +675,7 @@ def manual_tool(tool: RestTool, key: str) -> ToolSpec:
     for name, template in tool.query.items():
         templates.append((f"{key}.query.{name}", "query", template))
     for name, template in tool.headers.items():
-        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        if not _TOKEN.fullmatch(name):
             raise SpecError(f"{key}.headers.{name}", "invalid header name")
         if name.lower() in _IGNORED_HEADERS - {"accept", "content-type", "authorization"}:
             raise SpecError(f"{key}.headers.{name}", "not allowed here: the gateway sets it")

@@ -67,6 +67,8 @@ log = logging.getLogger("mcp_gateway.upstream")
 ERROR_BODY: Final = 16 * 1024  # characters of an error response's body put in its result
 _EXACT: Final = re.compile(r"\{([^{}]*)\}")
 _HEADER_VALUE: Final = re.compile(r"[\x20-\x7e\t]*")
+_PLACEHOLDER_SPLIT: Final = re.compile(r"(\{[^{}]*\})")
+_PATH_SAFE: Final = "/%:@!$&'()*+,;=~-._"  # RFC 3986's pchar and "/": kept as they are
 _encoder: Final = msgspec.json.Encoder()
 _members_decoder: Final = msgspec.json.Decoder(dict[str, Raw])
 
@@ -202,7 +204,9 @@ def build_request(spec: ToolSpec, arguments: dict[str, Any], *, base_path: str =
             cookies.append(f"{p.name}={quote(text, safe='')}")
     if cookies:
         headers.append(("cookie", "; ".join(cookies)))
-    path = PLACEHOLDER.sub(lambda m: path_values.get(m[1], ""), spec.path)
+    # The template's own text escaped too (a document's path is not always a valid URL path).
+    path = "".join(path_values.get(part[1:-1], "") if i % 2 else quote(part, safe=_PATH_SAFE)
+                   for i, part in enumerate(_PLACEHOLDER_SPLIT.split(spec.path)))
     body: bytes | None = None
     used = spec.used
     declared = spec.declared
