@@ -90,6 +90,9 @@ class CallContext:
     # the upstream took.
     tool: tuple[str, str] | None = None
     upstream_seconds: float | None = None
+    # Set by the router for the audit log when a tools/call reaches another tool through a search-mode
+    # route's call_tool: that tool's name and raw arguments (what the record names, not call_tool's).
+    inner_call: tuple[str, Raw | None] | None = None
     retry_after: float | None = None  # set with a rate limit's refusal: seconds until a call may pass
 
 
@@ -145,6 +148,8 @@ class CallRecord:
 def _target(msg: Message, ctx: CallContext) -> str | None:
     if ctx.tool is not None:
         return ctx.tool[1]
+    if ctx.inner_call is not None:
+        return ctx.inner_call[0][:500]
     try:
         params = jsonrpc.decode_params(msg)
     except ProtocolError:
@@ -291,7 +296,7 @@ class Dispatcher:
             identity=ctx.identity, client=client.get("name") if isinstance(client, dict) else None,
             method=str(msg.method), server=ctx.tool[0] if ctx.tool else None, name=_target(msg, ctx),
             duration=elapsed, outcome=outcome, request_bytes=len(params), response_bytes=len(body),
-            arguments=_arguments(params), peer=ctx.peer)
+            arguments=_arguments(params) if ctx.inner_call is None else ctx.inner_call[1], peer=ctx.peer)
         for observe in self.observers:
             try:
                 observe(record)

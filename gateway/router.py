@@ -5,6 +5,12 @@
 (gateway-owned paging), named methods to the owning upstream with the name
 translated back, resource methods by URI. Progress tokens and cancellation are
 translated on the way (see :class:`~gateway.protocol.progress.ProgressTable`).
+
+A route with ``tool_mode: search`` lists two tools instead of its catalog (see
+:mod:`gateway.protocol.search`): ``search_tools`` searches the caller's view of the catalog and
+``call_tool`` calls a tool by name along the very path a direct ``tools/call`` takes (policy,
+rate limits, progress, cancellation, redaction; metrics and the audit log name the inner tool).
+A direct ``tools/call`` of a catalog name still works there, for clients that kept names.
 """
 
 from __future__ import annotations
@@ -12,15 +18,15 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import trio
 from msgspec import Raw
 
 from .auth.ratelimit import RateLimited
-from .protocol import jsonrpc, modern
-from .protocol.catalog import RouteCatalog, aggregate, entry_str
+from .protocol import jsonrpc, modern, search
+from .protocol.catalog import Entry, RouteCatalog, aggregate, entry_str
 from .protocol.errors import RATE_LIMITED, CallError
 from .protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, Message, ProtocolError
 from .protocol.paging import page
@@ -49,14 +55,21 @@ _CHANGED_NOTIFICATION = {
     "resource_templates": "notifications/resources/list_changed",
 }
 _str_decoder = msgspec.json.Decoder(str)
+_MAX_INDEXES = 64  # search indexes kept per route (one per caller view of the current catalog)
+GATEWAY_SERVER = "(gateway)"  # the server metrics and the audit log name for search_tools (no real server can)
+ToolMode = Literal["all", "search"]
 
 
 class Route:
     """A path prefix and the servers behind it, with their current aggregate."""
 
     def __init__(self, prefix: str, servers: list[Backend], separator: str, page_size: int,
-                 name_prefixes: dict[str, str | None] | None = None) -> None:
+                 name_prefixes: dict[str, str | None] | None = None, *, tool_mode: ToolMode = "all") -> None:
         self.prefix = prefix
+        self.tool_mode: ToolMode = tool_mode
+        self._listed_mode = tool_mode  # the mode of the last rebuild: a change is a tools/list_changed
+        self._indexes: dict[int, tuple[list[Entry], search.ToolIndex]] = {}  # id(view) -> (view, index)
+        self._indexes_version = 0
         self.servers = {s.name: s for s in servers}
         self.name_prefixes = name_prefixes  # server -> what its names start with (None: unprefixed)
         self.separator = separator
@@ -74,7 +87,30 @@ class Route:
     def instructions(self) -> str | None:
         parts = [f"{n}: {s.catalog.instructions}" for n, s in self.servers.items()
                  if s.catalog is not None and s.catalog.instructions]
+        if self.tool_mode == "search":
+            parts.insert(0, f"This server's tools are found with {search.SEARCH_TOOL} and called with "
+                            f"{search.CALL_TOOL}.")
         return "\n".join(parts) if parts else None
+
+    def meta_tools(self) -> list[dict[str, Any]]:
+        """What ``tools/list`` answers in search mode: the search tool and the call tool."""
+        return search.meta_tools(self.servers)
+
+    def search_index(self, view: list[Entry]) -> search.ToolIndex:
+        """The search index of one caller's view of the current catalog, built once per catalog
+        version and view (the policy's views are cached lists: the same caller gets the same one)."""
+        version = self.catalog.version
+        if self._indexes_version != version:
+            self._indexes.clear()
+            self._indexes_version = version
+        found = self._indexes.get(id(view))
+        if found is not None and found[0] is view:
+            return found[1]
+        if len(self._indexes) >= _MAX_INDEXES:
+            self._indexes.clear()
+        index = search.ToolIndex(view, separator=self.separator)
+        self._indexes[id(view)] = (view, index)  # the view is kept, so its id is not reused meanwhile
+        return index
 
     def subscribers(self) -> list[Session | Listener]:
         return [*self.sessions, *self.listeners]
@@ -86,8 +122,11 @@ class Route:
         catalog = aggregate(cats, self.separator, next(self._version), self.name_prefixes)
         return catalog if access is None else access.filter_route(self.prefix, catalog)
 
-    def reconfigure(self, servers: list[Backend], separator: str, name_prefixes: dict[str, str | None]) -> None:
+    def reconfigure(self, servers: list[Backend], separator: str, name_prefixes: dict[str, str | None],
+                    tool_mode: ToolMode | None = None) -> None:
         """Serve another set of servers (a reload); callers then :meth:`rebuild`. No await: one step."""
+        if tool_mode is not None:
+            self.tool_mode = tool_mode
         self.servers = {s.name: s for s in servers}
         self.separator = separator
         self.name_prefixes = name_prefixes
@@ -98,6 +137,9 @@ class Route:
         """Recompute the aggregate; returns the list_changed notifications that apply."""
         old, self.catalog = self.catalog, self._build()
         changed: list[str] = []
+        if self._listed_mode != self.tool_mode:
+            self._listed_mode = self.tool_mode
+            changed.append(_CHANGED_NOTIFICATION["tools"])
         for kind in ("tools", "prompts", "resources", "resource_templates"):
             if jsonrpc.encoder.encode(getattr(old, kind)) != jsonrpc.encoder.encode(getattr(self.catalog, kind)):
                 method = _CHANGED_NOTIFICATION[kind]
@@ -132,7 +174,9 @@ class Router:
         method = msg.method
         route = ctx.route
         if method == "tools/call":
-            return await self._call_named(ctx, route.catalog.tool_index, "tool", msg)
+            if route.tool_mode == "all":
+                return await self._call_named(ctx, route.catalog.tool_index, "tool", msg)
+            return await self._search_mode_call(ctx, msg)
         if method in _LISTS:
             return self._list(ctx, method, msg)
         if method == "ping":
@@ -181,7 +225,12 @@ class Router:
         route = ctx.route
         catalog = route.catalog
         access = self.access()
-        entries = getattr(catalog, attr) if access is None else access.visible(ctx.identity, route.prefix, catalog, attr)
+        entries: list[Any]
+        if attr == "tools" and route.tool_mode == "search":
+            entries = route.meta_tools()
+        else:
+            entries = getattr(catalog, attr) if access is None else access.visible(ctx.identity, route.prefix,
+                                                                                   catalog, attr)
         items, next_cursor = page(entries, cursor, catalog.version, route.page_size)
         out: dict[str, Any] = {key: items}
         if next_cursor is not None:
@@ -189,8 +238,9 @@ class Router:
         return Raw(jsonrpc.encoder.encode(out))
 
     async def _call_named(self, ctx: CallContext, index: dict[str, tuple[str, str]], what: str,
-                          msg: Message) -> Raw:
-        params = jsonrpc.decode_params(msg)
+                          msg: Message, params: dict[str, Raw] | None = None, *, param_headers: bool = True) -> Raw:
+        if params is None:
+            params = jsonrpc.decode_params(msg)
         name = _opt_str(params, "name", msg)
         if name is None:
             raise ProtocolError(INVALID_PARAMS, f"Invalid params: missing {what} name", jsonrpc.request_id(msg))
@@ -203,7 +253,7 @@ class Router:
         server, upstream_name = target
         if msg.method == "tools/call":
             ctx.tool = (server, name)
-        if ctx.modern is not None and ctx.headers is not None and msg.method == "tools/call":
+        if ctx.modern is not None and ctx.headers is not None and msg.method == "tools/call" and param_headers:
             annotations = ctx.route.catalog.param_headers.get(name)
             if annotations:  # only then are the arguments decoded (to compare them with the headers)
                 arguments = jsonrpc.decode_any(params.get("arguments"))
@@ -212,6 +262,63 @@ class Router:
                     raise ProtocolError(jsonrpc.HEADER_MISMATCH, problem, jsonrpc.request_id(msg))
         params["name"] = Raw(jsonrpc.encoder.encode(upstream_name))
         return await self._limited(ctx, msg, server, name, params)
+
+    async def _search_mode_call(self, ctx: CallContext, msg: Message) -> Raw:
+        """A ``tools/call`` on a search-mode route: a search, a call through ``call_tool``, or a
+        direct call of a catalog name (which works as on any route)."""
+        params = jsonrpc.decode_params(msg)
+        name = _opt_str(params, "name", msg)
+        index = ctx.route.catalog.tool_index
+        if name == search.SEARCH_TOOL:
+            return self._search(ctx, msg, params)
+        if name != search.CALL_TOOL:
+            return await self._call_named(ctx, index, "tool", msg, params)
+        outer = params.get("arguments")
+        arguments = {} if outer is None or bytes(outer) == b"null" else _object(outer, "arguments", msg)
+        inner_name = jsonrpc.decode_any(arguments.get("name"))
+        if not isinstance(inner_name, str):
+            raise ProtocolError(INVALID_PARAMS, f"Invalid params: {search.CALL_TOOL} needs the name of the tool "
+                                                f"to call, a string (arguments.name)", jsonrpc.request_id(msg))
+        inner_arguments = arguments.get("arguments")
+        if inner_arguments is not None and bytes(inner_arguments) == b"null":
+            inner_arguments = None
+        if inner_arguments is not None and not bytes(inner_arguments).lstrip().startswith(b"{"):
+            raise ProtocolError(INVALID_PARAMS, f"Invalid params: {search.CALL_TOOL}'s arguments.arguments must be "
+                                                f"an object", jsonrpc.request_id(msg))
+        ctx.inner_call = (inner_name, inner_arguments)
+        # The call the client would have made directly: every other member (_meta with its progress
+        # token, task, ...) is kept. No Mcp-Param-* header check: the client only knew call_tool's
+        # schema, which annotates none, so it had no header to send.
+        inner = dict(params)
+        inner["name"] = arguments["name"]
+        if inner_arguments is None:
+            inner.pop("arguments")
+        else:
+            inner["arguments"] = inner_arguments
+        return await self._call_named(ctx, index, "tool", msg, inner, param_headers=False)
+
+    def _search(self, ctx: CallContext, msg: Message, params: dict[str, Raw]) -> Raw:
+        """``search_tools``: the caller's view of the catalog searched (what it may not call it cannot find)."""
+        ctx.tool = (GATEWAY_SERVER, search.SEARCH_TOOL)
+        try:
+            query, limit = search.parse_search_arguments(jsonrpc.decode_any(params.get("arguments")))
+        except ValueError as exc:
+            raise ProtocolError(INVALID_PARAMS, f"Invalid params: {exc}", jsonrpc.request_id(msg)) from None
+        route = ctx.route
+        access = self.access()
+        if access is not None:
+            try:  # searches are calls too: a rule for every call of a caller covers them
+                ticket = access.admit(ctx.identity, route.prefix, search.SEARCH_TOOL)
+            except RateLimited as refused:
+                ctx.retry_after = refused.retry_after
+                raise ProtocolError(RATE_LIMITED, f"Rate limited: {refused.message}", jsonrpc.request_id(msg),
+                                    data={"retryAfter": refused.retry_after}) from None
+            if ticket is not None:
+                ticket.release()  # answered at once: nothing stays in flight
+        catalog = route.catalog
+        view: list[Entry] = catalog.tools if access is None else access.visible(ctx.identity, route.prefix,
+                                                                                catalog, "tools")
+        return Raw(search.search_result(query, route.search_index(view), limit))
 
     async def _call_by_uri(self, ctx: CallContext, msg: Message) -> Raw:
         params = jsonrpc.decode_params(msg)
