@@ -112,7 +112,8 @@ class Gateway:
             name: self._backend(name, server) for name, server in config.servers.items()}
         self.routes: dict[str, Route] = {
             prefix: Route(prefix, [self.supervisors[n] for n in names], config.tool_separator, page_size,
-                          {n: config.name_prefix(prefix, n) for n in names})
+                          {n: config.name_prefix(prefix, n) for n in names},
+                          tool_mode=config.route_configs()[prefix].tool_mode)
             for prefix, names in config.resolved_routes().items()
         }
         limits = config.limits
@@ -377,18 +378,19 @@ class Gateway:
         for prefix, names in wanted.items():
             backends = [self.supervisors[n] for n in names]
             prefixes = {n: config.name_prefix(prefix, n) for n in names}
+            tool_mode = config.route_configs()[prefix].tool_mode
             found = self.routes.get(prefix)
             if found is None:
                 self.routes[prefix] = fresh_route = Route(prefix, backends, config.tool_separator, self._page_size,
-                                                          prefixes)
+                                                          prefixes, tool_mode=tool_mode)
                 self._mount_route(prefix, fresh_route)
                 continue
             route = found
-            if list(route.servers) != names or route.name_prefixes != prefixes or \
+            if list(route.servers) != names or route.name_prefixes != prefixes or route.tool_mode != tool_mode or \
                     route.separator != config.tool_separator or any(route.servers[n] is not b for n, b in
                                                                     zip(names, backends, strict=True)):
                 changed = True
-            route.reconfigure(backends, config.tool_separator, prefixes)
+            route.reconfigure(backends, config.tool_separator, prefixes, tool_mode)
             self._announce(route)
         return changed
 
