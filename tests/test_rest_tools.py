@@ -438,6 +438,29 @@ async def test_policy_tool_filters_rate_limits_and_the_audit_apply_to_rest_tools
                         ("pets", "pets__showPetById", "tool_error")]
 
 
+async def test_a_reload_adds_changes_and_removes_rest_apis() -> None:
+    with trio.fail_after(20):
+        async with pet_store() as api:
+            hand = {"hand": {"http": {"base_url": api.base, "tools": [FORECAST]}}}
+            async with running_gateway(config(hand)) as gw, Client(gw.url, mode="legacy") as client:
+                assert [t.name for t in (await client.list_tools()).tools] == ["hand__forecast"]
+                old = gw.gateway.supervisors["hand"]
+                summary = await gw.gateway.apply(config({**pets(api.base, operations=["showPetById"]), "hand": {
+                    "http": {"base_url": api.base, "tools": [{**FORECAST, "name": "weather"}]}}}))
+                assert (summary["added"], summary["changed"]) == (["pets"], ["hand"])
+                assert sorted(t.name for t in (await client.list_tools()).tools) == ["hand__weather",
+                                                                                     "pets__showPetById"]
+                assert (await client.call_tool("hand__weather", {"city": "Rome"})).is_error is False
+                await gw.gateway.apply(config(pets(api.base, operations=["showPetById"])))
+                assert [t.name for t in (await client.list_tools()).tools] == ["pets__showPetById"]
+                await wait_until(lambda: old.state == "stopped")
+
+
+async def wait_until(predicate: Any) -> None:
+    while not predicate():
+        await trio.sleep(0.02)
+
+
 async def test_check_describes_and_starts_an_http_server() -> None:
     from gateway.cli.tools_table import collect_tool_table
 

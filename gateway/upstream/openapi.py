@@ -36,7 +36,6 @@ import copy
 import datetime
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -753,7 +752,3 @@ def _what(value: Any) -> str:
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str | int | float) and len(repr(value)) <= 80 else _what(value)
 
-
-def document_path(path: str) -> str:
-    """Where a configured document is (relative to the working directory, as other paths)."""
-    return os.path.abspath(path)
