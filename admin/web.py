@@ -150,11 +150,15 @@ def csrf_ok(session: WebSession, presented: str | None) -> bool:
 
 
 def same_origin(origin: str | None, fetch_site: str | None, scheme: str, host: str | None) -> bool:
-    """Whether a request comes from the page's own origin (or from no page: typed, a bookmark)."""
+    """Whether a request comes from the page's own origin (or from no page: typed, a bookmark).
+
+    With ``Referrer-Policy: no-referrer`` browsers send ``Origin: null`` on the page's own POSTs,
+    so a null origin passes only with ``Sec-Fetch-Site: same-origin`` (set by the browser, never
+    by a script)."""
     if origin is not None and origin != "null":
         return host is not None and origin == f"{scheme}://{host}"
     if origin == "null":
-        return False
+        return fetch_site == "same-origin"
     return fetch_site in (None, "same-origin", "none")
 
 
@@ -341,7 +345,7 @@ def register_web(api: QuartTrio, control: ControlPlane, tokens: TokenCheck) -> Q
         if session is None:
             if is_json() or request.method not in ("GET", "HEAD"):
                 return _error(401, "unauthorized", "log in at /ui/login (the session ended or never began)")
-            return redirect(f"{PREFIX}/login?next={quote(request.full_path.rstrip('?'), safe='/?=&')}", 303)
+            return redirect(f"{PREFIX}/login?next={quote(request.full_path.rstrip('?'), safe='/')}", 303)
         if request.method not in ("GET", "HEAD") or is_json():
             if not same_origin(request.headers.get("origin"), request.headers.get("sec-fetch-site"),
                                request.scheme, request.headers.get("host")):
