@@ -10,6 +10,7 @@ lists (``search_tools`` and ``call_tool``); :func:`parse_search_arguments` and
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -55,16 +56,23 @@ def _stem(word: str) -> str:
     return word
 
 
+@functools.lru_cache(maxsize=65536)
+def _terms(word: str) -> tuple[str, ...]:
+    """The terms of one word (cached: a catalog's words repeat, and building an index is mostly this)."""
+    out: list[str] = []
+    for part in _PARTS.findall(word) if word.isascii() else [word]:
+        term = _stem(part.casefold())
+        if (len(term) > 1 or term.isdigit()) and term not in STOP_WORDS:
+            out.append(term)
+    return tuple(out)
+
+
 def tokens(text: str) -> list[str]:
     """The search terms of ``text``: words split at non-letters and camelCase, lowercased, folded,
     without stop words and single letters (digits stay)."""
     out: list[str] = []
     for word in _WORD.findall(text):
-        parts = _PARTS.findall(word) if word.isascii() else [word]
-        for part in parts:
-            term = _stem(part.casefold())
-            if (len(term) > 1 or term.isdigit()) and term not in STOP_WORDS:
-                out.append(term)
+        out += _terms(word[:100])  # (a longer "word" is no word a query would hold)
     return out
 
 
