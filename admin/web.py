@@ -501,8 +501,9 @@ def register_web(api: QuartTrio, control: ControlPlane, tokens: TokenCheck) -> Q
             if method == "prompts/get" and not all(isinstance(v, str) for v in arguments.values()):
                 raise ApiError(422, "invalid_request", "arguments: a prompt's arguments are strings", "arguments")
             params["arguments"] = arguments
+        # (its own peer: the page's sessions never count against, or evict, a data-plane client's)
         done = await internal.call(route, gateway.dispatcher, gateway.sessions, method, params, identity=ADMIN,
-                                   peer=request.remote_addr or "", timeout=CALL_TIMEOUT)
+                                   peer=f"admin page {request.remote_addr or ''}".strip(), timeout=CALL_TIMEOUT)
         answer, failure = done.answer, done.failure
         size = len(memoryview(answer)) if answer is not None else 0
         if size > MAX_ANSWER:

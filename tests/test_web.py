@@ -238,6 +238,8 @@ async def test_a_playground_call_goes_through_the_pipeline_as_the_admin(tmp_path
         assert found[0] == ("admin:admin", "/", "web", "web__report", "ok")
         assert gw.gateway.dispatcher.stats.callers["admin:admin"] >= 2
         assert len(gw.gateway.sessions) == 0  # each call's session ends with it
+        peers = await db_rows(gw.db, "SELECT DISTINCT peer FROM audit_log WHERE kind = 'call'")
+        assert peers == [("admin page 127.0.0.1",)]  # counted apart from data-plane clients of that address
 
 
 # -- in a real browser ----------------------------------------------------------------------------------
