@@ -31,7 +31,7 @@ from gateway.protocol.search import (
     search_result,
     tokens,
 )
-from tests.helpers import HTTPClient, Running, config, running_gateway, sdk_server, time_server
+from tests.helpers import PY, HTTPClient, Running, config, running_gateway, sdk_server, time_server
 
 
 def tool(name: str, description: str = "", schema: Any = None, **extra: Any) -> Entry:
@@ -335,3 +335,70 @@ async def test_switching_the_tool_mode_by_reload_tells_clients_the_tools_changed
         await gw.gateway.apply(first)
         assert len(await listed()) > 2
         await stream.aclose()
+
+
+async def test_cancelling_a_call_made_through_call_tool_cancels_the_inner_call(gw: Running) -> None:
+    call = {"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+            "params": {"name": CALL_TOOL, "arguments": {"name": "sdk__sleep", "arguments": {"seconds": 30}}}}
+    async with HTTPClient.connect(gw.port) as http:
+        session = await http.initialize()
+
+        async def slow() -> None:
+            async with HTTPClient.connect(gw.port) as other:
+                await other.post("/mcp", call, session, headers={"accept": "application/json"})
+
+        with trio.fail_after(10):  # far less than the 30 s the tool would sleep
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow)
+                while not (s := gw.gateway.sessions.get(session)) or 8 not in s.inflight:
+                    await trio.sleep(0.02)
+                note = await http.post("/mcp", {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                                "params": {"requestId": 8}}, session)
+                assert note.status == 202
+            rows: list[Any] = []
+            while not rows:
+                await trio.sleep(0.05)
+                rows = await gw.gateway.control.audit.query({}, limit=10, before=None)
+    assert (rows[0]["server"], rows[0]["name"], rows[0]["outcome"]) == ("sdk", "sdk__sleep", "cancelled")
+
+
+async def test_results_through_call_tool_are_redacted_as_direct_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_UPSTREAM_TOKEN", "s3cr3t-value-that-must-not-leak")
+    leaky = sdk_server("leaky", secrets={"UPSTREAM_TOKEN": "env:TEST_UPSTREAM_TOKEN"}, redact_results=True)
+    cfg = config({"leaky": leaky}, routes={"/": {"servers": ["leaky"], "tool_mode": "search"}})
+    async with running_gateway(cfg) as gw, Client(gw.url, mode="legacy") as client:
+        redacted = await client.call_tool(CALL_TOOL, {"name": "leaky__env", "arguments": {"name": "UPSTREAM_TOKEN"}})
+    assert redacted.content[0].text == "[REDACTED]"  # type: ignore[union-attr]
+    assert "s3cr3t" not in redacted.model_dump_json()
+
+
+CLASH = """
+from mcp.server.mcpserver import MCPServer
+server = MCPServer("clash")
+
+@server.tool(name="call_tool")
+def own_call(x: str) -> str:
+    \"\"\"The upstream's own tool that happens to be called call_tool.\"\"\"
+    return "upstream " + x
+
+@server.tool(name="search_tools")
+def own_search(q: str) -> str:
+    \"\"\"The upstream's own tool that happens to be called search_tools.\"\"\"
+    return "own search " + q
+
+server.run("stdio")
+"""
+
+
+async def test_an_upstream_tool_named_like_the_route_tools_is_reached_through_call_tool() -> None:
+    cfg = config({"clash": {"command": PY, "args": ["-c", CLASH]}},
+                 routes={"/": {"servers": ["clash"], "prefix": False, "tool_mode": "search"}})
+    async with running_gateway(cfg) as gw, Client(gw.url, mode="legacy") as client:
+        assert set(gw.gateway.routes["/"].catalog.tool_index) == {CALL_TOOL, SEARCH_TOOL}
+        assert [t.description for t in (await client.list_tools()).tools][0].startswith("Find the tools")
+        hits = await client.call_tool(SEARCH_TOOL, {"query": "happens"})  # the route's search, not the upstream's
+        assert sorted(found(hits)) == [CALL_TOOL, SEARCH_TOOL]
+        own = await client.call_tool(CALL_TOOL, {"name": CALL_TOOL, "arguments": {"x": "1"}})
+        assert own.content[0].text == "upstream 1"  # type: ignore[union-attr]
+        own = await client.call_tool(CALL_TOOL, {"name": SEARCH_TOOL, "arguments": {"q": "2"}})
+        assert own.content[0].text == "own search 2"  # type: ignore[union-attr]
