@@ -325,7 +325,6 @@ def register_web(api: QuartTrio, control: ControlPlane, tokens: TokenCheck) -> Q
     web.jinja_options = {**web.jinja_options, "autoescape": True}  # every template, whatever its name
     web.config.update(MAX_CONTENT_LENGTH=1024 * 1024, BODY_TIMEOUT=30, RESPONSE_TIMEOUT=CALL_TIMEOUT + 15,
                       PROVIDE_AUTOMATIC_OPTIONS=False, SEND_FILE_MAX_AGE_DEFAULT=None)
-    web.extensions["mcp_gateway.web_sessions"] = sessions  # (tests read it)
 
     def is_json() -> bool:
         return request.path.startswith(PREFIX + "/api/")
