@@ -170,7 +170,9 @@ def measure(tools: int, calls: int, src: str | None) -> dict[str, Any]:
                                                             "arguments": {"query": query, "limit": limit}})
                 took = (time.perf_counter() - first) * 1e6
                 hits = [t["name"] for t in result["structuredContent"]["tools"]]
-                searches.append({"query": query, "limit": limit, "answer_bytes": len(body), "hits": hits[:3],
+                text = len(result["content"][0]["text"].encode())  # what a model reads (structuredContent repeats it)
+                searches.append({"query": query, "limit": limit, "answer_bytes": len(body), "text_bytes": text,
+                                 "hits": hits[:3],
                                  "returned": len(hits), "first_us": round(took, 1)})
             out["search"]["searches"] = searches
             found.timed("call_tool", {"name": target, "arguments": arguments}, 50)
@@ -216,7 +218,8 @@ def main() -> None:
               f"{', '.join(found['tools_listed'])}); "
               f"{every['tools_list_bytes'] / found['tools_list_bytes']:.0f}x smaller")
         for s in found["searches"]:
-            print(f"  search {s['query']!r:28} limit {s['limit']:>2}: {s['answer_bytes']:>7,} bytes, "
+            print(f"  search {s['query']!r:28} limit {s['limit']:>2}: {s['answer_bytes']:>7,} bytes "
+                  f"({s['text_bytes']:,} of text), "
                   f"{s['returned']} tools, first hits {', '.join(s['hits'])}")
         print(f"  round trip, direct tools/call on /all:      {every['direct_call']}")
         print(f"  round trip, call_tool on /search:           {found['call_tool']}")
