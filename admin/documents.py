@@ -123,13 +123,20 @@ def redact_url(url: str) -> str:
 def redact_server(entry: Any) -> Any:
     if not isinstance(entry, dict):
         return entry
-    out = dict(entry)
+    out = _redact_section(entry, "url")
+    if isinstance(out.get("http"), dict):  # a REST API: its headers and base URL alike
+        out["http"] = _redact_section(out["http"], "base_url")
+    return out  # secrets and bearer are references (env:NAME, file:/path): shown as they are
+
+
+def _redact_section(section: dict[str, Any], url_key: str) -> dict[str, Any]:
+    out = dict(section)
     for key in ("env", "headers"):  # literal values: Claude Desktop files carry API keys in env
         if isinstance(out.get(key), dict):
             out[key] = dict.fromkeys(out[key], REDACTED)
-    if isinstance(out.get("url"), str):
-        out["url"] = redact_url(out["url"])
-    return out  # secrets and bearer are references (env:NAME, file:/path): shown as they are
+    if isinstance(out.get(url_key), str):
+        out[url_key] = redact_url(out[url_key])
+    return out
 
 
 def redact(document: dict[str, Any]) -> dict[str, Any]:
@@ -155,8 +162,17 @@ def unredact(name: str, new: Any, old: Any) -> Any:
     """
     if not isinstance(new, dict):
         return new
-    out = dict(new)
     previous = old if isinstance(old, dict) else {}
+    out = _unredact_section(f"servers.{name}", new, previous, "url")
+    if isinstance(out.get("http"), dict):
+        before = previous.get("http")
+        out["http"] = _unredact_section(f"servers.{name}.http", out["http"],
+                                        before if isinstance(before, dict) else {}, "base_url")
+    return out
+
+
+def _unredact_section(path: str, new: dict[str, Any], previous: dict[str, Any], url_key: str) -> dict[str, Any]:
+    out = dict(new)
     for key in ("env", "headers"):
         values = out.get(key)
         if not isinstance(values, dict):
@@ -167,18 +183,18 @@ def unredact(name: str, new: Any, old: Any) -> Any:
         for k, v in values.items():
             if v == REDACTED:
                 if k not in before:
-                    raise Unredactable(f"servers.{name}.{key}.{k}",
+                    raise Unredactable(f"{path}.{key}.{k}",
                                        f"{REDACTED} keeps the current value, and there is none: send the value")
                 v = before[k]
             restored[k] = v
         out[key] = restored
-    url, old_url = out.get("url"), previous.get("url")
+    url, old_url = out.get(url_key), previous.get(url_key)
     if isinstance(url, str) and REDACTED in url:
         if isinstance(old_url, str) and redact_url(old_url) == url:
-            out["url"] = old_url
+            out[url_key] = old_url
         else:
-            raise Unredactable(f"servers.{name}.url", f"{REDACTED} keeps the current URL only when the rest "
-                                                       "of it is unchanged: send the whole URL")
+            raise Unredactable(f"{path}.{url_key}", f"{REDACTED} keeps the current URL only when the rest "
+                                                    "of it is unchanged: send the whole URL")
     return out
 
 

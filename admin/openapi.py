@@ -37,7 +37,7 @@ _SCHEMAS: dict[str, Any] = {
                                                      "dropped": {"type": "integer"}})]},
     }),
     "Server": _obj({
-        "name": {"type": "string"}, "kind": {"enum": ["process", "container", "remote"]},
+        "name": {"type": "string"}, "kind": {"enum": ["process", "container", "remote", "http"]},
         "lifecycle": {"enum": ["shared", "session", "call"]}, "state": {"type": "string"},
         "healthy": {"type": "boolean"},
         "instances": {"type": "object", "additionalProperties": {"type": "integer"}},

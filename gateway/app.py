@@ -211,8 +211,8 @@ class Gateway:
         config = config or self.config
         if server.kind == "http":  # a REST API: no process, no MCP peer, one backend (upstream/rest.py)
             return rest_backend(name, server, config, on_change=self._catalog_changed)
-        max_message = config.limits.max_message
         start, call = config.start_timeout_for(name), config.call_timeout_for(name)
+        max_message = config.limits.max_message
         ping_interval, ping_timeout = config.ping_for(name)
         liveness = LivenessPolicy(ping_interval, ping_timeout, server.ping_after_timeouts)
         connector: Connector = (connector_for(name, server, config) if server.kind == "remote" else
@@ -546,7 +546,8 @@ def _server_changed(old: GatewayConfig, new: GatewayConfig, name: str) -> bool:
     if (old.start_timeout_for(name), old.call_timeout_for(name), old.ping_for(name)) != \
             (new.start_timeout_for(name), new.call_timeout_for(name), new.ping_for(name)):
         return True
-    return old.servers[name].kind == "remote" and getattr(old, "remote", None) != getattr(new, "remote", None)
+    # The SSRF guard (remote:) is built into a server's connections when it starts.
+    return old.servers[name].kind in ("remote", "http") and old.remote != new.remote
 
 
 def _host_for_url(host: str) -> str:

@@ -18,6 +18,7 @@ import trio
 
 from ..config import GatewayConfig, resolve_secret
 from ..config.errors import ConfigError, SecretError
+from ..config.rest import secret_refs
 from ..protocol.catalog import Entry, RouteCatalog, ServerCatalog, entry_str
 from . import LOCAL, Identity
 from .authenticator import Authenticator
@@ -169,6 +170,9 @@ def _secret_values(config: GatewayConfig) -> list[str]:
         refs += [(ref, f"servers.{name}.secrets.{key}") for key, ref in server.secrets.items()]
         if server.bearer is not None:
             refs.append((server.bearer, f"servers.{name}.bearer"))
+        if server.http is not None:
+            refs += [(ref, f"servers.{name}.http.headers.{key}") for key, value in server.http.headers.items()
+                     for ref in secret_refs(value)]
     auth = config.authentication
     if auth is not None and auth.jwt is not None and auth.jwt.secret is not None:
         refs.append((auth.jwt.secret, "auth.jwt.secret"))

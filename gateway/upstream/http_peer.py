@@ -183,7 +183,7 @@ async def _resolve(host: str, port: int, deadline: float) -> list[IPAddress]:
     raise httpcore2.ConnectTimeout(f"resolving {host} took too long")
 
 
-class _GuardedTransport(httpx2.AsyncHTTPTransport):
+class GuardedTransport(httpx2.AsyncHTTPTransport):
     """httpx2's transport with its connection pool built on :class:`GuardedBackend`."""
 
     def __init__(self, ssl_context: ssl.SSLContext, guard: HostGuard, limits: httpx2.Limits) -> None:
@@ -246,7 +246,7 @@ class HttpConnector:
                               f"{getattr(exc, 'strerror', None) or exc}") from None
         limits = httpx2.Limits(max_connections=512, max_keepalive_connections=32, keepalive_expiry=30.0)
         return httpx2.AsyncClient(
-            transport=_GuardedTransport(context, self.guard, limits), headers=self._headers, trust_env=False,
+            transport=GuardedTransport(context, self.guard, limits), headers=self._headers, trust_env=False,
             follow_redirects=False, timeout=httpx2.Timeout(self._connect_timeout, read=None, write=None, pool=None))
 
     @asynccontextmanager
@@ -1066,10 +1066,10 @@ class HttpPeer:
                 response = await self._client.send(request, stream=True, follow_redirects=False)
                 break
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
-                refused, tls = isinstance(exc.__cause__, HostRefused), _tls_failure(exc)
+                refused, tls = isinstance(exc.__cause__, HostRefused), tls_failure(exc)
                 reason = (f"server {self.name!r}: {self._where} {exc}" if refused else
                           f"server {self.name!r}: TLS with {self._where} failed: {tls}" if tls else
-                          f"server {self.name!r} is unreachable at {self._where}: {_describe(exc)}")
+                          f"server {self.name!r} is unreachable at {self._where}: {describe_failure(exc)}")
                 if background and not refused:
                     raise CallError(UPSTREAM_UNAVAILABLE, reason) from None
                 if refused or tls or pause is None:  # (a refusal or a certificate does not change in a second)
@@ -1121,7 +1121,7 @@ def _protocol_version(result: Raw) -> str:
     return version if isinstance(version, str) and version in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[-1]
 
 
-def _describe(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
     """The most specific words in an exception chain (httpcore wraps errors in empty ones)."""
     words, seen = "", 0
     cursor: BaseException | None = exc
@@ -1132,7 +1132,7 @@ def _describe(exc: BaseException) -> str:
     return words or type(exc).__name__
 
 
-def _tls_failure(exc: BaseException) -> str | None:
+def tls_failure(exc: BaseException) -> str | None:
     """What TLS said, if an exception chain holds a TLS failure (a bad certificate, mostly)."""
     cursor: BaseException | None = exc
     for _ in range(10):

@@ -54,7 +54,7 @@ from ..protocol.errors import UPSTREAM_UNAVAILABLE, CallError, UpstreamGone, Ups
 from ..protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND
 from . import openapi
 from .backend import BackendStatistics
-from .http_peer import USER_AGENT, HostRefused, _describe, _GuardedTransport, _tls_failure, ssl_context
+from .http_peer import USER_AGENT, GuardedTransport, HostRefused, describe_failure, ssl_context, tls_failure
 from .openapi import PLACEHOLDER, ApiTools, Param, SpecError, ToolSpec
 from .ssrf import HostGuard
 
@@ -349,7 +349,7 @@ class RestBackend:
         limits = httpx2.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
         timeout = self.api.timeout
         async with httpx2.AsyncClient(
-                transport=_GuardedTransport(context, self.guard, limits), trust_env=False, follow_redirects=False,
+                transport=GuardedTransport(context, self.guard, limits), trust_env=False, follow_redirects=False,
                 timeout=httpx2.Timeout(timeout, read=timeout, write=timeout, pool=timeout)) as client:
             self._tools = {t.name: t for t in tools.tools}
             info: dict[str, Any] = {"name": tools.title or self.name, "version": tools.version or "0"}
@@ -453,7 +453,7 @@ class RestBackend:
                 from None
         except httpx2.HTTPError as exc:
             raise CallError(UPSTREAM_UNAVAILABLE, f"server {self.name!r}: connection lost while reading the "
-                                                  f"answer to {what}: {_describe(exc)}") from None
+                                                  f"answer to {what}: {describe_failure(exc)}") from None
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):  # minimal cleanup
                 await response.aclose()
@@ -468,12 +468,12 @@ class RestBackend:
             if isinstance(cursor, HostRefused):
                 return f"server {self.name!r}: {self.where()} {cursor}"
             cursor = cursor.__cause__ or cursor.__context__
-        tls = _tls_failure(exc)
+        tls = tls_failure(exc)
         if tls:
             return f"server {self.name!r}: TLS with {self.where()} failed: {tls}"
         if isinstance(exc, httpx2.ConnectError):
-            return f"server {self.name!r} is unreachable at {self.where()}: {_describe(exc)}"
-        return f"server {self.name!r}: {what} failed: {_describe(exc)}"
+            return f"server {self.name!r} is unreachable at {self.where()}: {describe_failure(exc)}"
+        return f"server {self.name!r}: {what} failed: {describe_failure(exc)}"
 
     def session_ended(self, session: Any) -> None:
         """Nothing is kept per session."""
