@@ -646,3 +646,65 @@ def test_the_audit_log_filters_and_pages(tab: Tab) -> None:
     page.click("#audit-filter button[type=submit]")
     page.wait_for_selector("#audit tbody tr[data-id]")
     tab.shot("audit")
+
+
+@pytest.fixture(scope="module")
+def pet_store_url() -> Iterator[str]:
+    """The REST API of tests/test_rest_tools.py on 127.0.0.1, in a trio loop of its own."""
+    from functools import partial
+
+    from tests.test_rest_tools import PetStore
+
+    store, ready, held = PetStore(), threading.Event(), {}
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, store.serve, 0, host="127.0.0.1"))
+            held.update(url=f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}",
+                        token=trio.lowlevel.current_trio_token(), stop=trio.Event())
+            ready.set()
+            await held["stop"].wait()
+            nursery.cancel_scope.cancel()
+
+    thread = threading.Thread(target=trio.run, args=(main,), name="pet-store", daemon=True)
+    thread.start()
+    assert ready.wait(30), "the pet store did not start"
+    try:
+        yield held["url"]
+    finally:
+        trio.from_thread.run_sync(held["stop"].set, trio_token=held["token"])
+        thread.join(10)
+
+
+def test_a_rest_api_added_from_its_openapi_file_is_called_from_the_playground(tab: Tab, pet_store_url: str) -> None:
+    """The issue's newcomer: add a REST API from its OpenAPI document on the servers page, then call
+    one of its operations in the playground."""
+    page = tab.page
+    log_in(tab, "/ui/servers")
+    page.wait_for_selector('#server-list tr[data-server="time"]')
+    page.fill("#s-name", "pets")
+    page.select_option("#s-kind", "http")
+    page.fill("#s-base_url", "http://127.0.0.1:1")  # nothing listens there: the document's calls would fail
+    page.fill("#s-openapi", str(ROOT / "tests" / "data" / "no-such-document.json"))
+    page.click("#server-save")
+    page.wait_for_function("() => document.getElementById('server-error').textContent.startsWith('servers.pets.http.openapi')")
+    assert page.locator("#s-openapi").get_attribute("aria-invalid") == "true"
+    page.fill("#s-base_url", f"{pet_store_url}/v1")
+    page.fill("#s-openapi", str(ROOT / "tests" / "data" / "petstore-3.1.json"))
+    page.click("#server-save")
+    page.wait_for_selector('#server-list tr[data-server="pets"]')
+    try:
+        tab.goto("/ui/playground")
+        page.wait_for_selector("#pg-tool option")
+        page.fill("#pg-filter", "listPets")
+        page.wait_for_selector('#pg-tool option[value="pets__listPets"]', state="attached")
+        page.select_option("#pg-tool", "pets__listPets")
+        page.fill('[name="limit"]', "2")
+        page.click("#pg-submit")
+        output = page.locator("#pg-output pre.text")
+        output.first.wait_for()
+        answer = json.loads(output.first.inner_text())
+        assert [p["name"] for p in answer] == ["Rex", "Tom"]
+        tab.shot("playground-rest")
+    finally:
+        assert tab.live.api("DELETE", "/servers/pets").status == 200

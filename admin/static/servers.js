@@ -10,14 +10,14 @@
   const saveButton = document.getElementById("server-save");
   const cancelButton = document.getElementById("server-cancel");
   const routesBox = document.getElementById("s-routes");
-  const KNOWN = ["command", "args", "env", "image", "url"];
+  const KNOWN = ["command", "args", "env", "image", "url", "http"];
   let editing = null; // the name of the server being edited (null: adding)
   let versionsBefore = null;
 
   const lines = (text) => text.split("\n").map((l) => l.trim()).filter(Boolean);
 
   function showKind() {
-    for (const node of form.querySelectorAll(".kind-process, .kind-container, .kind-remote")) {
+    for (const node of form.querySelectorAll(".kind-process, .kind-container, .kind-remote, .kind-http")) {
       node.hidden = !node.classList.contains("kind-" + kind.value);
     }
     document.querySelector('label[for="s-args"]').textContent = kind.value === "container"
@@ -31,6 +31,10 @@
     if (p === "name") return nameInput;
     if (p.startsWith("routes")) return routesBox;
     const head = inner.split(/[.[]/)[0];
+    if (head === "http") {  // servers.x.http.base_url, servers.x.http.openapi, ...: the REST API's fields
+      const sub = inner.split(/[.[]/)[1];
+      return document.getElementById(sub === "openapi" ? "s-openapi" : sub === "base_url" ? "s-base_url" : "s-extra");
+    }
     if (head === "args") return document.getElementById(kind.value === "container" ? "s-args" : "s-args");
     if (head === "command") return document.getElementById(kind.value === "container" && inner.startsWith("command[") ? "s-args" : "s-command");
     if (KNOWN.includes(head)) return document.getElementById("s-" + head);
@@ -62,10 +66,14 @@
     } else if (kind.value === "container") {
       out.image = image;
       if (args.length) out.command = args;
+    } else if (kind.value === "http") {
+      out.http = {base_url: document.getElementById("s-base_url").value.trim()};
+      const openapi = document.getElementById("s-openapi").value.trim();
+      if (openapi) out.http.openapi = openapi;
     } else {
       out.url = url;
     }
-    if (kind.value !== "remote" && lines(envText).length) {
+    if ((kind.value === "process" || kind.value === "container") && lines(envText).length) {
       out.env = {};
       for (const line of lines(envText)) {
         const at = line.indexOf("=");
@@ -78,6 +86,7 @@
       let extra;
       try { extra = JSON.parse(extraText); } catch (err) { throw {path: "more settings", message: "not JSON: " + err.message, field: "s-extra"}; }
       if (!extra || typeof extra !== "object" || Array.isArray(extra)) throw {path: "more settings", message: "expected a JSON object", field: "s-extra"};
+      if (out.http && extra.http && typeof extra.http === "object") extra.http = Object.assign({}, out.http, extra.http);
       Object.assign(out, extra);
     }
     return out;
@@ -102,14 +111,19 @@
     nameInput.value = server.name;
     nameInput.readOnly = true;
     routesBox.hidden = true;
-    kind.value = config.url ? "remote" : config.image ? "container" : "process";
+    kind.value = config.http ? "http" : config.url ? "remote" : config.image ? "container" : "process";
     document.getElementById("s-command").value = typeof config.command === "string" ? config.command : "";
     const list = kind.value === "container" ? config.command : config.args;
     document.getElementById("s-args").value = Array.isArray(list) ? list.join("\n") : "";
     document.getElementById("s-image").value = config.image || "";
     document.getElementById("s-url").value = config.url || "";
+    const http = config.http || {};
+    document.getElementById("s-base_url").value = http.base_url || "";
+    document.getElementById("s-openapi").value = http.openapi || "";
     document.getElementById("s-env").value = Object.entries(config.env || {}).map(([k, v]) => k + "=" + v).join("\n");
     const rest = Object.fromEntries(Object.entries(config).filter(([k]) => !KNOWN.includes(k)));
+    const httpRest = Object.fromEntries(Object.entries(http).filter(([k]) => k !== "base_url" && k !== "openapi"));
+    if (Object.keys(httpRest).length) rest.http = httpRest;  // headers, tools, timeout...: edited as JSON
     document.getElementById("s-extra").value = Object.keys(rest).length ? JSON.stringify(rest, null, 2) : "";
     saveButton.textContent = "Save " + server.name;
     cancelButton.hidden = false;
