@@ -88,7 +88,7 @@ async def _body() -> Any:
 
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
     value = request.args.get(name)
-    if value is None or value == "":
+    if value is None:
         return default
     if not value.isascii() or not value.isdigit() or len(value) > 19 or not low <= int(value) <= high:
         raise ApiError(400, "invalid_request", f"{name}: expected an integer from {low} to {high}", name)
@@ -323,6 +323,7 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
             rc = configs.get(prefix)
             out[prefix] = {
                 "servers": list(route.servers), "prefix": rc.prefix if rc is not None else True,
+                "tool_mode": rc.tool_mode if rc is not None else "all",
                 "tools": [t for t in (entry_str(e, "name") for e in route.catalog.tools) if t],
                 "collisions": list(route.catalog.collisions), "sessions": len(route.sessions),
             }

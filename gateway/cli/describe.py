@@ -134,6 +134,8 @@ def describe(config: GatewayConfig, config_file: str | None = None) -> str:
         lines.append(f"  {route.ljust(width)}  {', '.join(names)}")
         if rc.tools is not None:
             lines.append(f"  {' ' * width}  tools hidden: {_filter(rc.tools)}")
+        if rc.tool_mode == "search":
+            lines.append(f"  {' ' * width}  tool mode: search (tools/list: search_tools and call_tool)")
     return "\n".join(lines)
 
 
