@@ -23,8 +23,9 @@ fast upstream: ``add`` gets numbers, anything else ``{"text": "hello"}``). Unset
 lists the tools once (following ``nextCursor``), ranks them (read-only ones first, never destructive
 ones), generates arguments from each ``inputSchema``, tries the best few with one call each and takes
 the first that answers without error; it logs one line naming its pick. MCP_BENCH_MIX
-(comma-separated) names ToolMixUser's tools; default: the tool and its ``add`` sibling when the tool
-is an ``echo``, else the picked tools that answered. MCP_BENCH_PATH (default ``/mcp``; the SSE and
+(comma-separated) names the tools of the mix (ToolMixUser and the opt-in users); default: the (up
+to 3) picked tools that answered, or with MCP_BENCH_TOOL set the tool, and its ``add`` sibling when
+it is an ``echo``. MCP_BENCH_PATH (default ``/mcp``; the SSE and
 WebSocket paths follow from it: ``/team-a/mcp`` gives ``/team-a/sse`` and ``/team-a/ws``, or set
 MCP_BENCH_SSE_PATH and MCP_BENCH_WS_PATH), MCP_BENCH_TOKEN (an API key or a JWT, sent as
 ``Authorization: Bearer``), MCP_BENCH_TIMEOUT (seconds one answer may take on SSE/WebSocket; 60).
