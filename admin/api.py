@@ -97,7 +97,7 @@ def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
 
 def _time_arg(name: str) -> float | None:
     value = request.args.get(name)
-    if value is None or value == "":
+    if value is None:
         return None
     try:
         seconds = float(value)
@@ -457,18 +457,19 @@ def create_app(control: ControlPlane, tokens: TokenCheck) -> QuartTrio:
             value = request.args.get(arg)
             if value:
                 filters[column] = value[:SESSION_PREFIX] if arg == "session" else value
+        # Typed filters: an empty value is no value of their type (400), as an empty ?limit= is.
         outcome = request.args.get("outcome")
-        if outcome:
+        if outcome is not None:
             if outcome not in OUTCOMES:
                 raise ApiError(400, "invalid_request", f"outcome: one of {', '.join(OUTCOMES)}", "outcome")
             filters["outcome"] = outcome
         kind = request.args.get("kind")
-        if kind:
+        if kind is not None:
             if kind not in ("call", "admin"):
                 raise ApiError(400, "invalid_request", "kind: call or admin", "kind")
             filters["kind"] = kind
         code = request.args.get("error_code")
-        if code:
+        if code is not None:
             try:
                 filters["error_code"] = int(code)
             except ValueError:

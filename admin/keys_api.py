@@ -51,8 +51,8 @@ def register_keys(app: QuartTrio, control: ControlPlane) -> None:
 
     @app.get("/keys")
     async def list_keys() -> Response:
-        everything = request.args.get("all", "")
-        if everything not in ("", "true", "false", "1", "0"):
+        everything = request.args.get("all", "false")
+        if everything not in ("true", "false", "1", "0"):
             raise ChangeError(400, "invalid_request", "all: true or false", "all")
         ring = keyring()
         records = await _stored(ring, lambda s: s.list(include_revoked=everything in ("true", "1")))
