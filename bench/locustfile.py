@@ -989,11 +989,13 @@ class SSEUser(StreamUser):
 
     def connect(self) -> None:
         base = self.host or ""
-        # The stream idles between answers (keep-alive comments every few seconds): no read timeout.
-        self._stream = HttpConnection(base, None)
+        self._stream = HttpConnection(base)
         reply = self._stream.start("GET", SSE_PATH, {"Accept": "text/event-stream", **AUTH_HEADERS})
         if reply.status != 200:
             raise RpcFailure(f"GET {SSE_PATH}: HTTP {reply.status}")
+        assert self._stream.sock is not None
+        # The stream idles between answers (keep-alive comments every few seconds): no read timeout.
+        self._stream.sock.settimeout(None)
         endpoint: AsyncResult = AsyncResult()
         self._reader = gevent.spawn(self._read, endpoint)
         url = urlsplit(urljoin(base.rstrip("/") + SSE_PATH, endpoint.get(timeout=TIMEOUT)))
