@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -328,12 +328,22 @@ class Dispatcher:
             exchange = self.exchanges.resume(str(state), binding, responses)
         elif self.exchanges.open(ctx.modern.client_capabilities):
             inner = dataclasses.replace(ctx, back=None)  # the call outlives this request (and its stream)
-            exchange = self.exchanges.start(
-                binding, self.exchange_timeout,
-                lambda ex: self.router.handle(dataclasses.replace(inner, exchange=ex), msg))
+
+            def call(ex: mrtr.Exchange) -> Awaitable[Raw]:
+                ex.context = dataclasses.replace(inner, exchange=ex)
+                return self.router.handle(ex.context, msg)
+
+            exchange = self.exchanges.start(binding, self.exchange_timeout, call)
         else:
             return await self.router.handle(ctx, msg)
-        kind, value = await exchange.next_event()
+        try:
+            kind, value = await exchange.next_event()
+        finally:
+            # The call runs on a context of its own across the client's rounds: what it went to (and
+            # how long the upstream took) counts for the request that is answered now.
+            found = exchange.context
+            if found is not None:
+                ctx.tool, ctx.upstream_seconds, ctx.inner_call = found.tool, found.upstream_seconds, found.inner_call
         if kind == "input":
             return mrtr.input_required(value, exchange.handle)
         result, failure = value

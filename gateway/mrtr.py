@@ -53,6 +53,7 @@ class Exchange:
         self._answer: trio.MemorySendChannel[Raw | CallError] | None = None
         self.done = False
         self.scope = trio.CancelScope()
+        self.context: Any = None  # the upstream call's CallContext (what it went to, for metrics and audit)
 
     async def ask(self, method: str, params: Raw | msgspec.UnsetType, timeout: float) -> Raw:
         """From the relay (inside the upstream call): put the question to the client, wait for its answer."""

@@ -164,6 +164,10 @@ async def test_a_stateless_client_answers_the_upstreams_questions_in_rounds(gw: 
             elicited = await client.call_tool("test_elicitation", {"message": "who?"})
             assert not elicited.is_error and "ada" in elicited.content[0].text  # type: ignore[union-attr]
     assert len(gw.gateway.dispatcher.exchanges) == 0  # nothing left parked
+    # Counted under the tool that was called (its context lived across the rounds), not "unknown".
+    calls = gw.gateway.dispatcher.stats.tool_calls
+    assert calls[("/", "c", "test_sampling", "ok")] >= 1, dict(calls)
+    assert not any(tool == "unknown" for _, _, tool, _ in calls), dict(calls)
 
 
 async def test_a_stateless_client_that_did_not_declare_the_capability_is_told(gw: Running) -> None:
