@@ -108,26 +108,23 @@ class AuditDatabase:
         """Delete rows older than ``retention`` s (0: none) and the oldest beyond ``max_rows``."""
         deleted = 0
         if retention > 0:
-            cutoff = now - retention
-            while True:
-                with self.db.atomic():
-                    cur = self.db.execute(f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
-                                          f"WHERE time < ? ORDER BY id LIMIT {DELETE_CHUNK})", [cutoff])
-                deleted += max(cur.rowcount, 0)
-                if cur.rowcount < DELETE_CHUNK:
-                    break
+            deleted += self._delete_chunked("time < ?", now - retention)
         if max_rows is not None:
             found = list(self.db.query(f"SELECT id FROM {TABLE} ORDER BY id DESC LIMIT 1 OFFSET ?", [max_rows]))
-            if found:
-                edge = found[0]["id"]  # this row and every older one are beyond max_rows
-                while True:
-                    with self.db.atomic():
-                        cur = self.db.execute(f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
-                                              f"WHERE id <= ? ORDER BY id LIMIT {DELETE_CHUNK})", [edge])
-                    deleted += max(cur.rowcount, 0)
-                    if cur.rowcount < DELETE_CHUNK:
-                        break
+            if found:  # this row and every older one are beyond max_rows
+                deleted += self._delete_chunked("id <= ?", found[0]["id"])
         return deleted
+
+    def _delete_chunked(self, where: str, arg: Any) -> int:
+        """Delete the rows matching ``where``, oldest first, DELETE_CHUNK per transaction."""
+        deleted = 0
+        while True:
+            with self.db.atomic():
+                cur = self.db.execute(f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
+                                      f"WHERE {where} ORDER BY id LIMIT {DELETE_CHUNK})", [arg])
+            deleted += max(cur.rowcount, 0)
+            if cur.rowcount < DELETE_CHUNK:
+                return deleted
 
     def query(self, filters: dict[str, Any], *, limit: int, before: int | None) -> list[dict[str, Any]]:
         """Rows newest first, each filter an exact match (``since``/``until`` bound ``time``)."""
