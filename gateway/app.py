@@ -104,7 +104,7 @@ class Gateway:
         # Who may call what (auth, policy, rate limits, tool filters and pins, redaction).
         self.access = Access(config, config_file=config_file)
         self.access.pins.on_change = self._catalog_changed  # an approved change: the tool appears
-        self.router = Router(self.progress, routes=lambda: self.routes.values(), access=lambda: self.access)
+        self.router = Router(self.progress, routes=lambda: self.routes.values(), access=self.access)
         self.sessions = SessionManager(max_sessions=config.limits.max_sessions,
                                        max_per_peer=config.limits.max_sessions_per_peer,
                                        idle_timeout=config.timeouts.session_idle, on_close=self._session_closed)
@@ -113,7 +113,7 @@ class Gateway:
         self.routes: dict[str, Route] = {
             prefix: Route(prefix, [self.supervisors[n] for n in names], config.tool_separator, page_size,
                           {n: config.name_prefix(prefix, n) for n in names},
-                          tool_mode=config.route_configs()[prefix].tool_mode)
+                          tool_mode=config.route_configs()[prefix].tool_mode, access=self.access)
             for prefix, names in config.resolved_routes().items()
         }
         limits = config.limits
@@ -194,8 +194,6 @@ class Gateway:
             self.mounts.mount(path, metadata)
 
     def _mount_route(self, prefix: str, route: Route) -> None:
-        route.access = self.access
-        route.rebuild()  # built before it had its access: filtered and screened from now on
         base = "" if prefix == "/" else prefix
         self.mounts.mount(f"{base}/mcp", self.streamable.endpoint(route), route=prefix)
         self.mounts.mount(f"{base}/sse", self.legacy_sse.stream_endpoint(route, f"{base}/message"), route=prefix)
@@ -382,7 +380,7 @@ class Gateway:
             found = self.routes.get(prefix)
             if found is None:
                 self.routes[prefix] = fresh_route = Route(prefix, backends, config.tool_separator, self._page_size,
-                                                          prefixes, tool_mode=tool_mode)
+                                                          prefixes, tool_mode=tool_mode, access=self.access)
                 self._mount_route(prefix, fresh_route)
                 continue
             route = found

@@ -64,7 +64,8 @@ class Route:
     """A path prefix and the servers behind it, with their current aggregate."""
 
     def __init__(self, prefix: str, servers: list[Backend], separator: str, page_size: int,
-                 name_prefixes: dict[str, str | None] | None = None, *, tool_mode: ToolMode = "all") -> None:
+                 name_prefixes: dict[str, str | None] | None = None, *, tool_mode: ToolMode = "all",
+                 access: Any = None) -> None:
         self.prefix = prefix
         self.tool_mode: ToolMode = tool_mode
         self._listed_mode = tool_mode  # the mode of the last rebuild: a change is a tools/list_changed
@@ -75,7 +76,7 @@ class Route:
         self.separator = separator
         self.page_size = page_size
         self._version = itertools.count(1)
-        self.access: Any = None  # gateway.auth.access.Access: filters and screens the catalog (set by the gateway)
+        self.access = access  # gateway.auth.access.Access: filters and screens the catalog (None: as served)
         self.catalog: RouteCatalog = self._build()
         self.sessions: set[Session] = set()
         self.listeners: set[Listener] = set()  # subscriptions/listen streams (2026-07-28)
@@ -163,10 +164,10 @@ class Router:
     """Dispatches one session's requests. Stateless apart from the tables it is given."""
 
     def __init__(self, progress: ProgressTable, routes: Callable[[], Iterable[Route]] = tuple,
-                 access: Callable[[], Any] = lambda: None) -> None:
+                 access: Any = None) -> None:
         self.progress = progress
         self.routes = routes  # every route (to find every client of a server)
-        self.access = access  # -> gateway.auth.access.Access: who may see and call what (None: everyone)
+        self.access = access  # gateway.auth.access.Access: who may see and call what (None: everyone)
         self._levels: dict[str, str] = {}  # server -> the log level last set on it
 
     async def handle(self, ctx: CallContext, msg: Message) -> Raw:
@@ -224,7 +225,7 @@ class Router:
         cursor = _opt_str(params, "cursor", msg)
         route = ctx.route
         catalog = route.catalog
-        access = self.access()
+        access = self.access
         entries: list[Any]
         if attr == "tools" and route.tool_mode == "search":
             entries = route.meta_tools()
@@ -245,7 +246,7 @@ class Router:
         if name is None:
             raise ProtocolError(INVALID_PARAMS, f"Invalid params: missing {what} name", jsonrpc.request_id(msg))
         target = index.get(name)
-        access = self.access()
+        access = self.access
         if target is None or (access is not None and not access.allows(ctx.identity, ctx.route.prefix, what,
                                                                        target[0], name)):
             # What a caller may not use does not exist for it: the same answer as for no such name.
@@ -305,7 +306,7 @@ class Router:
         except ValueError as exc:
             raise ProtocolError(INVALID_PARAMS, f"Invalid params: {exc}", jsonrpc.request_id(msg)) from None
         route = ctx.route
-        access = self.access()
+        access = self.access
         if access is not None:
             try:  # searches are calls too: a rule for every call of a caller covers them
                 ticket = access.admit(ctx.identity, route.prefix, search.SEARCH_TOOL)
@@ -327,7 +328,7 @@ class Router:
 
     async def _limited(self, ctx: CallContext, msg: Message, server: str, name: str, params: dict[str, Raw]) -> Raw:
         """Forward a call within the rate limits that apply to it; redact the result if configured."""
-        access = self.access()
+        access = self.access
         ticket = None
         if access is not None:
             try:
@@ -357,7 +358,7 @@ class Router:
             if len(with_resources) != 1:
                 raise ProtocolError(INVALID_PARAMS, f"Unknown resource: {uri!r}", _rid(msg))
             server = with_resources[0]  # the only candidate may still know it (dynamic resources)
-        access = self.access()
+        access = self.access
         if access is not None and not access.allows(ctx.identity, route.prefix, "resource", server, uri):
             raise ProtocolError(INVALID_PARAMS, f"Unknown resource: {uri!r}", _rid(msg))
         return server
@@ -405,7 +406,7 @@ class Router:
         if kind == "ref/prompt":
             name = entry_str(ref, "name") or ""
             target = route.catalog.prompt_index.get(name)
-            access = self.access()
+            access = self.access
             if target is None or (access is not None and not access.allows(ctx.identity, route.prefix, "prompt",
                                                                            target[0], name)):
                 raise ProtocolError(INVALID_PARAMS, f"Unknown prompt: {name!r}", jsonrpc.request_id(msg))
@@ -418,7 +419,7 @@ class Router:
                 found = next((n for n, s in route.servers.items() if s.catalog is not None
                               and any(entry_str(t, "uriTemplate") == uri for t in s.catalog.resource_templates)),
                              None)
-            access = self.access()
+            access = self.access
             if found is None or (access is not None and not access.allows(ctx.identity, route.prefix, "resource",
                                                                           found, uri)):
                 raise ProtocolError(INVALID_PARAMS, f"Unknown resource template: {uri!r}", jsonrpc.request_id(msg))
