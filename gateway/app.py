@@ -18,7 +18,7 @@ from .dispatch import CallRecord, Dispatcher
 from .http import fdlimit
 from .http.mount import MountTable
 from .http.policy import OriginPolicy
-from .http.server import HTTPServer, Limits, Request, Responder
+from .http.server import Handler, HTTPServer, Limits, Request, Responder
 from .protocol import jsonrpc
 from .protocol.jsonrpc import Message
 from .protocol.progress import ProgressTable
@@ -175,7 +175,9 @@ class Gateway:
         return self.access.pins
 
     def _mount_well_known(self) -> None:
-        """RFC 9728 protected-resource metadata, when this gateway names its resource URI."""
+        """RFC 9728 protected-resource metadata, when this gateway names its resource URI: at the
+        well-known path here, and after it each route's endpoint paths (mounted with the route)."""
+        self._metadata: Handler | None = None
         auth = self.config.authentication
         if auth is None or auth.resource is None:
             return
@@ -188,10 +190,8 @@ class Gateway:
             await responder.send(200, [(b"content-type", b"application/json"),
                                        (b"cache-control", b"max-age=300")], document)
 
-        paths = oauth.metadata_paths(f"{'' if p == '/' else p}/{e}" for p in self.config.resolved_routes()
-                                     for e in ("mcp", "sse", "message", "ws"))
-        for path in paths:
-            self.mounts.mount(path, metadata)
+        self._metadata = metadata
+        self.mounts.mount(oauth.WELL_KNOWN, metadata)
 
     def _mount_route(self, prefix: str, route: Route) -> None:
         base = "" if prefix == "/" else prefix
@@ -199,11 +199,16 @@ class Gateway:
         self.mounts.mount(f"{base}/sse", self.legacy_sse.stream_endpoint(route, f"{base}/message"), route=prefix)
         self.mounts.mount(f"{base}/message", self.legacy_sse.message_endpoint(), route=prefix)
         self.mounts.mount(f"{base}/ws", self.websocket.endpoint(route), route=prefix)
+        if self._metadata is not None:  # a route added by a reload gets its metadata paths too
+            for path in oauth.metadata_paths(f"{base}/{e}" for e in _ENDPOINTS)[1:]:
+                self.mounts.mount(path, self._metadata)
 
     def _unmount_route(self, prefix: str) -> None:
         base = "" if prefix == "/" else prefix
-        for endpoint in ("mcp", "sse", "message", "ws"):
+        for endpoint in _ENDPOINTS:
             self.mounts.unmount(f"{base}/{endpoint}")
+        for path in oauth.metadata_paths(f"{base}/{e}" for e in _ENDPOINTS)[1:]:
+            self.mounts.unmount(path)  # (none mounted when there is no metadata: unmounting nothing is fine)
 
     def _backend(self, name: str, server: ServerConfig, config: GatewayConfig | None = None) -> Backend:
         config = config or self.config
@@ -514,6 +519,9 @@ class Gateway:
         })
         await responder.send(200, [(b"content-type", b"application/json")], body)
 
+
+#: The endpoints each route mounts (Streamable HTTP, legacy SSE and its messages, WebSocket).
+_ENDPOINTS: Final = ("mcp", "sse", "message", "ws")
 
 #: What a reload may change while the gateway runs: everything else needs a restart.
 _LIVE = frozenset({"servers", "routes", "tool_separator", "allowed_origins", "log_level", "timeouts", "remote",

@@ -164,11 +164,11 @@ def ec_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def jwt_config(tmp_path: Path, key: ec.EllipticCurvePrivateKey, **jwt: Any) -> Any:
+def jwt_config(tmp_path: Path, key: ec.EllipticCurvePrivateKey, routes: Any = None, **jwt: Any) -> Any:
     pem = tmp_path / "idp.pem"
     pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    return config({"sdk": sdk_server()}, auth={
+    return config({"sdk": sdk_server()}, routes=routes, auth={
         "resource": "http://127.0.0.1/", "authorization_servers": ["https://idp.example.com"],
         "jwt": {"issuer": "https://idp.example.com", "public_key_file": str(pem), "algorithms": ["ES256"], **jwt}})
 
@@ -400,3 +400,17 @@ async def test_the_admin_api_replaces_the_policy_and_it_applies_at_once(tmp_path
         assert bad.status == 422 and bad.json()["error"]["path"] == "policy[0].allow.who[0]"
         assert (await admin.call("PUT", "/policy", {"policy": None})).status == 200
         assert "sdk__add" in await tool_names(http, session, key)
+
+
+async def test_a_route_added_by_a_reload_gets_its_metadata_paths(
+        tmp_path: Path, ec_key: ec.EllipticCurvePrivateKey) -> None:
+    cfg = jwt_config(tmp_path, ec_key)
+    async with running_gateway(cfg) as gw, HTTPClient.connect(gw.port) as http:
+        meta = "/.well-known/oauth-protected-resource"
+        assert (await http.request("GET", f"{meta}/mcp")).status == 200
+        assert (await http.request("GET", f"{meta}/new/mcp")).status == 404
+        await gw.gateway.apply(jwt_config(tmp_path, ec_key, routes={"/": ["sdk"], "/new": ["sdk"]}))
+        assert (await http.request("GET", f"{meta}/new/mcp")).json()["resource"] == "http://127.0.0.1/"
+        await gw.gateway.apply(cfg)
+        assert (await http.request("GET", f"{meta}/new/mcp")).status == 404
+        assert (await http.request("GET", meta)).status == 200
