@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-import h11
 import trio
 from msgspec import Raw, UnsetType
 
-from ..http.server import Headers, Responder
+from ..http.server import Headers, Responder, ResponseStateError
 from ..protocol.errors import UpstreamGone
 from ..session import Session, SSEStream
 
@@ -24,7 +23,7 @@ SSE_HEADERS: Final[Headers] = [(b"content-type", b"text/event-stream"), (b"cache
                                (b"x-accel-buffering", b"no")]
 KEEPALIVE: Final = 15.0  # seconds between SSE comments on a quiet stream (proxies drop idle ones)
 RETRY_MS: Final = 1000  # the `retry:` a resumable stream tells clients to wait before reconnecting
-_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError)
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ResponseStateError)
 
 
 async def write_events(responder: Responder, stream: SSEStream, cursor: int) -> None:

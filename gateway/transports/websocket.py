@@ -2,10 +2,10 @@
 per text frame.
 
 MCP defines no WebSocket transport; this is the common convention (the SDKs' former WebSocket
-client spoke it). The upgrade arrives as an HTTP request on the h11 server, after the mount
+client spoke it). The upgrade arrives as an HTTP request on the data-plane server, after the mount
 table's Origin/Host checks; :func:`check_upgrade` answers a request that is not a valid upgrade
 with a 4xx that says what is missing. wsproto writes the 101, the connection is taken over from
-h11 (:meth:`Responder.take_over`), and the WebSocket session runs inside the handler call: the
+the HTTP server (:meth:`Responder.take_over`), and the WebSocket session runs inside the handler call: the
 HTTP connection ends (and its slot is released) when the socket closes.
 
 Each socket is a :class:`WireSession` (the connection is the MCP session, from ``initialize``
@@ -192,7 +192,7 @@ class WebSocketTransport:
             return
         ws = WSConnection(ConnectionType.SERVER)
         try:
-            # h11 parsed the request already; wsproto checks it again and keeps the key for the 101.
+            # The HTTP server parsed the request already; wsproto checks it again and keeps the key for the 101.
             ws.initiate_upgrade_connection(list(request.headers.items()), request.target)
             upgrade = next(e for e in ws.events() if isinstance(e, UpgradeRequest))
         except (RemoteProtocolError, h11.ProtocolError, UnicodeError, StopIteration) as exc:
@@ -273,7 +273,7 @@ class _Socket:
             async with trio.open_nursery() as nursery:
                 if not await self._write(accept):
                     return
-                if already_read:  # sent right after the upgrade request: frames h11 read past it
+                if already_read:  # sent right after the upgrade request: frames the HTTP server read past it
                     self._ws.receive_data(already_read)
                 nursery.start_soon(self._read)
                 nursery.start_soon(self._serve_wire)
