@@ -43,13 +43,18 @@ log = logging.getLogger("mcp_gateway.upstream")
 
 
 class _Waiter:
-    __slots__ = ("event", "response", "failure", "origin")
+    __slots__ = ("event", "response", "failure", "origin", "deadline", "timed_out")
 
-    def __init__(self, origin: Any = None) -> None:
+    def __init__(self, origin: Any = None, deadline: float = math.inf) -> None:
         self.event = trio.Event()
         self.response: Message | None = None
         self.failure: CallError | None = None
         self.origin = origin  # the client request this call serves (for the relay)
+        self.deadline = deadline  # trio time; the connection's timer ends the call then
+        self.timed_out = False
+
+
+_TICK = 0.05  # seconds: the longest the call timer sleeps while calls are pending (timeout precision)
 
 
 
@@ -75,6 +80,7 @@ class UpstreamConnection:
         self._exit_grace = exit_grace
         self._next_id = 1
         self._pending: dict[int, _Waiter] = {}
+        self._timer_idle: trio.Event | None = None  # set when a call arrives while the timer waits for one
         self._send, self._outbox = trio.open_memory_channel[bytes](4096)
         self.closed = trio.Event()
         self.close_reason: str | None = None
@@ -108,6 +114,7 @@ class UpstreamConnection:
                 self._scope = nursery.cancel_scope
                 self._nursery = nursery
                 nursery.start_soon(self._writer)
+                nursery.start_soon(self._timer)
                 task_status.started()
                 try:
                     reason = await self._reader()
@@ -136,31 +143,42 @@ class UpstreamConnection:
             raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running")
         upstream_id = self._next_id
         self._next_id += 1
-        waiter = _Waiter(origin)
+        # The deadline covers queueing too: a server that stops reading its stdin fills the outbox,
+        # and callers must then time out rather than wait forever. It is kept by the connection's
+        # timer, not by a cancel scope per call (those cost a tenth of a call's CPU).
+        waiter = _Waiter(origin, trio.current_time() + timeout)
         self._pending[upstream_id] = waiter
         if len(self._pending) > self.in_flight_peak:
             self.in_flight_peak = len(self._pending)
+        if self._timer_idle is not None:
+            self._timer_idle.set()
         completed = sent = False
         try:
-            # The deadline covers queueing too: a server that stops reading its stdin fills
-            # the outbox, and callers must then time out rather than wait forever.
-            with trio.move_on_after(timeout) as scope:
+            data = jsonrpc.encode(jsonrpc.request(upstream_id, method, params))
+            try:
                 try:
-                    await self._send.send(jsonrpc.encode(jsonrpc.request(upstream_id, method, params)))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running") from None
-                sent = True
-                await waiter.event.wait()
-            if scope.cancelled_caught:
+                    self._send.send_nowait(data)
+                except trio.WouldBlock:
+                    with trio.move_on_after(timeout) as scope:  # the rare full outbox: wait for room, in time
+                        await self._send.send(data)
+                    sent = not scope.cancelled_caught
+                else:
+                    sent = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running") from None
+            await waiter.event.wait()
+            if waiter.timed_out:
                 self.consecutive_timeouts += 1
                 self.suspect.set()
                 raise UpstreamTimeout(f"server {self.name!r} did not answer {method} within {timeout:g}s")
             completed = True
         finally:
-            if not completed and self._pending.pop(upstream_id, None) is not None and sent:
-                self._notify_nowait("notifications/cancelled",
-                                    {"requestId": jsonrpc.raw(upstream_id),
-                                     "reason": jsonrpc.raw("cancelled by the gateway")})
+            if not completed:  # cancelled by our caller, or timed out: the server may stop working on it
+                abandoned = self._pending.pop(upstream_id, None) is not None or waiter.timed_out
+                if abandoned and sent:
+                    self._notify_nowait("notifications/cancelled",
+                                        {"requestId": jsonrpc.raw(upstream_id),
+                                         "reason": jsonrpc.raw("cancelled by the gateway")})
         if waiter.failure is not None:
             raise waiter.failure
         response = waiter.response
@@ -182,6 +200,29 @@ class UpstreamConnection:
             self._send.send_nowait(jsonrpc.encode(jsonrpc.notification(method, params)))
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # best effort: the call is already abandoned on our side
+
+    async def _timer(self) -> None:
+        """End the calls whose deadline passed (UpstreamTimeout): one timer for the connection."""
+        pending = self._pending
+        while True:
+            if not pending:
+                self._timer_idle = trio.Event()
+                await self._timer_idle.wait()
+                self._timer_idle = None
+                continue
+            now = trio.current_time()
+            earliest = math.inf
+            expired = []
+            for upstream_id, waiter in pending.items():
+                if waiter.deadline <= now:
+                    expired.append(upstream_id)
+                elif waiter.deadline < earliest:
+                    earliest = waiter.deadline
+            for upstream_id in expired:
+                waiter = pending.pop(upstream_id)
+                waiter.timed_out = True
+                waiter.event.set()
+            await trio.sleep_until(min(earliest, now + _TICK))
 
     def _fail_all(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
