@@ -229,6 +229,32 @@ async def test_the_ring_verifies_a_key_and_refuses_each_bad_one_for_its_reason(t
         assert good.key not in failure_text
 
 
+async def test_a_verified_key_skips_its_hmac_until_revoked_or_changed(tmp_path: Path) -> None:
+    db = str(tmp_path / "keys.db")
+    with KeyStore(db) as other:
+        key = other.create("ci")
+    ring = KeyRing(db)
+    await ring.verify(key.key)
+    digests = []
+    real = ring._digest
+    assert real is not None
+    ring._digest = lambda token: digests.append(token) or real(token)
+    for _ in range(3):
+        assert (await ring.verify(key.key)).name == "ci"
+    assert digests == []  # proven once: no HMAC per request
+    wrong = key.key[:-1] + ("A" if key.key[-1] != "A" else "B")
+    with pytest.raises(AuthFailure) as info:
+        await ring.verify(wrong)  # a near miss is never taken for the proven key
+    refused(info, "unknown_key")
+    assert digests == [wrong]
+    with KeyStore(db) as other:
+        other.revoke("ci")
+    await ring.refresh_now()
+    with pytest.raises(AuthFailure) as info:
+        await ring.verify(key.key)
+    refused(info, "revoked")  # the reload made new entries: the key is checked again, and refused
+
+
 async def test_a_database_that_cannot_be_opened_is_unavailable_not_a_crash(tmp_path: Path) -> None:
     ring = KeyRing(str(tmp_path / "no" / "such" / "dir" / "keys.db"))
     with pytest.raises(AuthFailure) as info:

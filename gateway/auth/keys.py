@@ -474,6 +474,7 @@ class _Entry:
 _MALFORMED = "malformed API key"
 _UNKNOWN = "invalid API key"  # a wrong id and a wrong secret look the same to the caller
 _FLUSH_DEADLINE = 2.0
+_PROVEN_MAX = 4096  # verified keys remembered (each skips its HMAC while its entry is unchanged)
 
 
 class KeyRing:
@@ -500,6 +501,7 @@ class KeyRing:
         self._reloading: trio.Event | None = None
         self._used: dict[str, float] = {}
         self._dummy = b"\0" * 32
+        self._proven: dict[str, tuple[str, _Entry]] = {}  # key -> (id, entry) its HMAC matched
         self._digest: Callable[[str], bytes] | None = None  # the store's (its pepper), once it is open
         self._verified = 0
         self._refused: Counter[str] = Counter()
@@ -594,6 +596,12 @@ class KeyRing:
 
     async def verify(self, token: str) -> Identity:
         """The identity of an API key, or AuthFailure (malformed, unknown_key, revoked, expired)."""
+        proven = self._proven.get(token)
+        if proven is not None and self._entries.get(proven[0]) is proven[1]:
+            # This exact key matched this entry's hash before, and the entry is still the one loaded
+            # (a reload that changed any key made new entries): no HMAC again. Revocation and expiry
+            # are checked below as for any key.
+            return self._accept(proven[0], proven[1])
         key_id = parse_key(token)
         if key_id is None:
             raise self._refuse("malformed", _MALFORMED)
@@ -616,6 +624,12 @@ class KeyRing:
             raise self._refuse("unknown_key", _UNKNOWN)
         if not hmac.compare_digest(digest(token), entry.digest):
             raise self._refuse("unknown_key", _UNKNOWN)
+        if len(self._proven) >= _PROVEN_MAX:
+            self._proven.clear()  # many keys in use: start over rather than track recency per call
+        self._proven[token] = (key_id, entry)
+        return self._accept(key_id, entry)
+
+    def _accept(self, key_id: str, entry: _Entry) -> Identity:
         # Only the holder of the real key learns that it was revoked or has expired.
         if entry.revoked:
             raise self._refuse("revoked", "API key revoked")

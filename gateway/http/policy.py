@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from .server import Headers
 
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+_HOST_CACHE: Final = 1024  # distinct Host values remembered (beyond: checked each time, never evicted)
 PREFLIGHT_HEADERS: Final[Headers] = [
     (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
     (b"access-control-allow-headers",
@@ -32,6 +33,7 @@ class OriginPolicy:
         # sends its own host name.
         self.check_host = bind_host in _LOOPBACK_HOSTS or is_loopback_ip(bind_host)
         self.hosts = set(_LOOPBACK_HOSTS) | {urlsplit(o).hostname or "" for o in self.origins}
+        self._host_verdicts: dict[bytes, bool] = {}  # Host header -> host_ok (bounded: _HOST_CACHE)
 
     def origin_ok(self, origin: bytes | None) -> bool:
         if origin is None or self.any_origin:
@@ -54,11 +56,18 @@ class OriginPolicy:
     def host_ok(self, host: bytes | None) -> bool:
         if not self.check_host or host is None:
             return True
+        known = self._host_verdicts.get(host)
+        if known is not None:
+            return known  # clients send the same few Host values: urlsplit once each, not per request
         try:
             name = urlsplit("//" + host.decode("latin-1")).hostname
         except ValueError:
-            return False
-        return name in self.hosts or is_loopback_ip(name)
+            ok = False
+        else:
+            ok = name in self.hosts or is_loopback_ip(name)
+        if len(self._host_verdicts) < _HOST_CACHE:
+            self._host_verdicts[host] = ok
+        return ok
 
     def cors_headers(self, origin: bytes | None) -> Headers | None:
         """Headers that let a configured browser origin read our answers and the session id."""
