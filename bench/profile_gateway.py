@@ -1,6 +1,7 @@
 """Profile the gateway's hot path under load: py-spy on a pinned gateway while bench.load drives it.
 
     python -m bench.profile_gateway [--duration 15] [--inflight 10] [--rate 250] [--out DIR] [--top 15]
+        [--full] [--label before]
 
 Starts ``mcp-gateway run`` with the fast process upstream on core 0 (as ``bench/run`` part b does),
 drives it from core 1 with bench.load (10 connections / 10 in flight by default), and records it
@@ -30,6 +31,8 @@ from bench.suite import (
     Context,
     GatewayProc,
     Settings,
+    create_key,
+    full_pipeline_config,
     parse_args,
     process_server,
 )
@@ -51,6 +54,11 @@ _GROUPS = [  # (substring of the frame's location, group), first match wins
     ("trio/_core/_io_epoll.py", "epoll (trio I/O manager)"),
     ("trio/", "trio runtime (scheduler, cancel scopes, channels)"),
     ("h11/", "h11 (HTTP parsing and writing)"),
+    ("httptools/", "httptools (llhttp)"),
+    ("gateway/auth/", "gateway: auth, policy, rate limits"),
+    ("gateway/metrics.py", "gateway: metrics"),
+    ("gateway/stats.py", "gateway: metrics"),
+    ("admin/audit.py", "gateway: audit log"),
     ("contextlib.py", "contextlib (context managers)"),
     ("gateway/http/", "gateway: http server"),
     ("gateway/transports/", "gateway: streamable HTTP transport"),
@@ -107,6 +115,9 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--full", action="store_true",
+                    help="everything on (API-key auth, policy, metrics, audit log), as bench/run part f")
+    ap.add_argument("--label", default="", help="added to the output file names (e.g. before, after)")
     ap.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     ap.add_argument("--idle", action="store_true", help="count samples of idle threads too (epoll waits)")
     ap.add_argument("--nonblocking", action="store_true",
@@ -115,16 +126,20 @@ def main() -> None:
     pyspy = find_pyspy()
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime("%Y%m%d-%H%M%S") + (f"-{opts.label}" if opts.label else "")
     svg, raw = out / f"profile-{stamp}.svg", out / f"profile-{stamp}.txt"
     ctx = Context(Settings(parse_args(["--quick", "--wait-quiet", "0"])))
     try:
-        with GatewayProc(ctx, "gw-profile", {"fast": process_server()}) as gw:
+        extra = full_pipeline_config(ctx) if opts.full else {}
+        with GatewayProc(ctx, "gw-profile", {"fast": process_server()}, extra=extra) as gw:
             load_cmd = ctx.pin(LOAD_CORE) + [
                 PY, "-m", "bench.load", "--url", gw.url, "--tool", "fast__echo", "--inflight", str(opts.inflight),
                 "--sessions", str(min(opts.inflight, 10)), "--duration", str(opts.duration + 3), "--warmup", "1",
                 "--json", str(ctx.tmp / "load.json")]
-            load = subprocess.Popen(load_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if opts.full:
+                load_cmd += ["--header", f"Authorization: Bearer {create_key(ctx, ctx.tmp / 'gw-profile.json')}"]
+            load_log = ctx.tmp / "load.log"
+            load = subprocess.Popen(load_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=load_log.open("wb"))
             ctx.procs.append(load)
             time.sleep(2.0)  # sessions open, warm-up running
             spy = ctx.pin(LOAD_CORE) + [pyspy, "record", "--pid", str(gw.pid), "--duration", str(int(opts.duration)),
@@ -142,6 +157,8 @@ def main() -> None:
                 if p.returncode != 0:
                     raise SystemExit(f"py-spy failed: {err[-800:]}")
             load.wait(timeout=opts.duration + 60)
+            if not (ctx.tmp / "load.json").exists():
+                raise SystemExit(f"bench.load failed: {load_log.read_text()[-1500:]}")
             report = json.loads((ctx.tmp / "load.json").read_text())
     finally:
         ctx.close()
@@ -155,7 +172,7 @@ def main() -> None:
         for name, pct in summary[kind]:
             print(f"  {pct:5.1f}%  {name}")
     print(f"\ncollapsed stacks: {raw}" + (f"\nflame graph: {svg}" if svg.exists() else ""))
-    (out / f"profile-{stamp}.json").write_text(json.dumps({"load": report, **summary}, indent=2))
+    (out / f"profile-{stamp}.json").write_text(json.dumps({"load": report, "full": opts.full, **summary}, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,15 @@ TARGETS = {
     "kb_per_idle_session": 100.0,
     "container_added_p50_ms": 1.0,
 }
+# Targets of issue 13 (the finished pipeline).
+TARGETS_13 = {
+    "full_vs_bare": 1.0,  # everything on / the bare forwarder, same run
+    "vs_peer": 0.5,  # / agentgateway, same run
+    "p99_ms": 2.0,  # at 10 connections (the everything-on peak runs)
+    "kb_per_idle_session": 20.0,
+    "container_added_p50_ms": 0.3,
+    "wire_vs_streamable": 0.9,
+}
 # Peers measured in the issue the same way (wrk, unique ids, 10 connections, peer + upstream on a core).
 PEERS = [
     ("IBM ContextForge, full gateway", 23, "p50 370 ms"),
@@ -96,6 +105,21 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         h[f"auth_{label}_cpu_us"] = _get(b, "auth", f"{label}_cpu_us")
     h["auth_api_key_cost"] = _get(b, "auth", "api_key_cost")
     h["auth_jwt_cost"] = _get(b, "auth", "jwt_cost")
+    f = parts.get("pipeline", {})
+    h["full_rps"] = _get(f, "everything_on", "throughput_rps")
+    h["full_bare_rps"] = _get(f, "bare_forwarder", "throughput_rps")
+    h["full_vs_bare"] = f.get("ratio_vs_bare")
+    h["full_p50_ms"] = _get(f, "everything_on", "latency_ms", "p50")
+    h["full_p99_ms"] = _get(f, "everything_on", "latency_ms", "p99")
+    h["full_cpu_us"] = _get(f, "everything_on", "cpu_us_per_call")
+    h["bare_cpu_us"] = _get(f, "bare_forwarder", "cpu_us_per_call")
+    for w in ("streamable", "sse", "ws", "stateless"):
+        h[f"wire_{w}_rps"] = _get(f, "wires", w, "throughput_rps")
+        h[f"wire_{w}_ratio"] = _get(f, "wires", w, "ratio_vs_streamable")
+    peers = f.get("peers") or {}
+    h["peers"] = {name: {"ratio": p.get("ratio"), "peer_rps": _get(p, name, "throughput_rps"),
+                         "gateway_rps": _get(p, "gateway", "throughput_rps"), "error": p.get("error")}
+                  for name, p in peers.items()}
     return h
 
 
@@ -182,6 +206,8 @@ def markdown(results: dict[str, Any], png_name: str | None = None) -> str:
                  f"{_fmt(h[f'auth_{label}_cpu_us'], ' µs', 1)} vs {_fmt(h['auth_none_cpu_us'], ' µs', 1)} per call | "
                  f"{_fmt(None if cost is None else cost * 100, ' %', 1)} | | |")
     L.append("")
+    if results.get("parts", {}).get("pipeline"):
+        _pipeline_rows(L, h)
     if results.get("skipped") or results.get("errors") or results.get("notes"):
         L.append("**Not measured / notes:**")
         L.append("")
@@ -317,6 +343,39 @@ def markdown(results: dict[str, Any], png_name: str | None = None) -> str:
         L.append(f"| {name} | {_fmt(rps)} | {extra} |")
     L.append("")
     return "\n".join(L)
+
+
+def _pipeline_rows(L: list[str], h: dict[str, Any]) -> None:
+    """Issue 13: the finished pipeline against the yardstick, the other wires, the peers."""
+    t = TARGETS_13
+    L.append("### The finished pipeline (part f: API-key auth, policy, metrics, audit log on)")
+    L.append("")
+    L.append("| Figure | Measured | Target | |")
+    L.append("|---|---:|---:|---|")
+    L.append(f"| Everything on ({_fmt(h['full_rps'], '/s')}) / bare trio+h11 forwarder ({_fmt(h['full_bare_rps'], '/s')}),"
+             f" ABBA in one run | {_fmt(h['full_vs_bare'], '×')} | ≥ 1.0× | {_verdict(h['full_vs_bare'], t['full_vs_bare'], True)} |")
+    L.append(f"| CPU per call (gateway + upstream): everything on / bare forwarder | {_fmt(h['full_cpu_us'], ' µs', 1)} / "
+             f"{_fmt(h['bare_cpu_us'], ' µs', 1)} | | |")
+    L.append(f"| p50 / p99 at 10 connections, everything on (peak) | {_fmt(h['full_p50_ms'], ' ms', 3)} / "
+             f"{_fmt(h['full_p99_ms'], ' ms', 3)} | p99 ≤ 2 ms | {_verdict(h['full_p99_ms'], t['p99_ms'], False)} |")
+    L.append(f"| RSS per idle session (part d) | {_fmt(h['kb_per_idle_session'], ' KB', 1)} | ≤ 20 KB | "
+             f"{_verdict(h['kb_per_idle_session'], t['kb_per_idle_session'], False)} |")
+    L.append(f"| Warm container call, added p50 (part c) | {_fmt(h['container_added_p50_ms'], ' ms', 3)} | ≤ 0.3 ms | "
+             f"{_verdict(h['container_added_p50_ms'], t['container_added_p50_ms'], False)} |")
+    for w, label in (("sse", "legacy HTTP+SSE"), ("ws", "WebSocket"), ("stateless", "2026-07-28 stateless")):
+        L.append(f"| {label} ({_fmt(h[f'wire_{w}_rps'], '/s')}) / Streamable HTTP ({_fmt(h['wire_streamable_rps'], '/s')}),"
+                 f" everything on | {_fmt(h[f'wire_{w}_ratio'], '×')} | ≥ 0.9× | "
+                 f"{_verdict(h[f'wire_{w}_ratio'], t['wire_vs_streamable'], True)} |")
+    if not h.get("peers"):
+        L.append("| Gateway / agentgateway, same method | not measured (`bench/run --peer agentgateway=PATH`) "
+                 "| ≥ 0.5× | |")
+    for name, p in (h.get("peers") or {}).items():
+        if p.get("error"):
+            L.append(f"| Gateway / {name} | FAILED: {str(p['error'])[:200]} | ≥ 0.5× | |")
+        else:
+            L.append(f"| Gateway ({_fmt(p['gateway_rps'], '/s')}) / {name} ({_fmt(p['peer_rps'], '/s')}), ABBA | "
+                     f"{_fmt(p['ratio'], '×')} | ≥ 0.5× | {_verdict(p['ratio'], t['vs_peer'], True)} |")
+    L.append("")
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

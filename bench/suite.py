@@ -1,6 +1,6 @@
 """The benchmark suite behind ``bench/run``: every figure of issue 4 in one run, side by side.
 
-    bench/run [--quick] [--only a,b,c,d,e] [--duration S] [--out DIR] [--no-plot]
+    bench/run [--quick] [--only a,b,c,d,e,f] [--duration S] [--peer agentgateway=PATH] [--out DIR] [--no-plot]
 
 Parts (each skipped with a reason in the report when it cannot run):
 
@@ -18,6 +18,10 @@ d  10,000 concurrent idle sessions (connections held open, then closed): the gat
    before, with and after them -> RSS per idle session.
 e  cold start: the first call on a fresh ``call``-lifecycle container (pool 0) vs ``docker run
    --rm -i`` of the same image answering initialize (plain and with the sandbox's hardening flags).
+f  the finished pipeline: the gateway with API-key auth, a policy, metrics and the audit log on
+   against the bare forwarder (ABBA, one run); every client wire (Streamable HTTP, legacy SSE,
+   WebSocket, 2026-07-28 stateless) through it; ``--peer agentgateway=PATH``: that binary in
+   front of the same upstream, ABBA against the gateway (not measured without it).
 
 Pinning (2+ cores): the gateway, the baseline servers and every upstream process run on core 0
 (``taskset -c 0``, inherited by children), load generators on core 1; this process moves itself to
@@ -58,7 +62,7 @@ PY = sys.executable
 BENCH_IMAGE = os.environ.get("MCP_BENCH_IMAGE", "mcp-gateway-bench/fast:1")
 IMAGE_CMD = ["python3", "-m", "bench.fast_upstream"]
 SWEEP = [1, 2, 5, 10, 20, 50]
-PARTS = "abcde"
+PARTS = "abcdef"
 GATEWAY_CORE, LOAD_CORE = 0, 1
 CORES_AT_START = set(os.sched_getaffinity(0))
 # Only a process with CAP_SYS_RESOURCE may raise the hard limit: stay within it.
@@ -109,6 +113,7 @@ class Settings:
         self.plot = not opts.no_plot
         self.out = Path(opts.out)
         self.pin = opts.pin
+        self.peers: dict[str, Path] = getattr(opts, "peers", {})
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self).items()}
@@ -763,34 +768,24 @@ def auth_cost(ctx: Context) -> dict[str, Any]:
         "jwt": {"auth": {"resource": resource, "jwt": {"issuer": "https://idp.bench", "public_key_file": str(pem),
                                                        "algorithms": ["ES256"]}}},
     }
-    out: dict[str, Any] = {label: [] for label in configs}
+    out: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         gws = {label: stack.enter_context(GatewayProc(ctx, f"gw-auth-{label}", {"fast": process_server()},
                                                       extra=extra)) for label, extra in configs.items()}
-        created = subprocess.run([str(Path(PY).with_name("mcp-gateway")), "keys", "create", "--config",
-                                  str(ctx.tmp / "gw-auth-api_key.json"), "--name", "bench"],
-                                 capture_output=True, text=True, timeout=60, check=False)
-        if created.returncode != 0:
-            raise RuntimeError(f"mcp-gateway keys create failed: {created.stderr[-400:]}")
-        credentials = {"none": None, "api_key": created.stdout.strip(), "jwt": token}
-        order = list(configs)
-        rounds = 4
-        for i in range(rounds):
-            for label in order if i % 2 == 0 else order[::-1]:
-                gw, credential = gws[label], credentials[label]
-                log(f"b: auth {label}, 10 connections / 10 in flight ({i + 1}/{rounds})")
-                extra_args = ["--header", f"Authorization: Bearer {credential}"] if credential else []
-                out[label].append(undisturbed(ctx, f"auth {label}", lambda gw=gw, a=extra_args: run_load(
-                    ctx, gw.url, inflight=10, sessions=10, duration=s.peak_duration, server_pid=gw.pid, extra=a)))
-    for label in configs:
-        median = median_run(out[label])
-        rps = median["throughput_rps"]
-        cpu = median.get("cpu", {}).get("server_cpu_pct")
-        out[f"{label}_rps"] = rps
-        out[f"{label}_cpu_us"] = round(cpu / 100 / rps * 1e6, 1) if cpu and rps else None
-        if median.get("errors"):
+        credentials = {"none": None, "api_key": create_key(ctx, ctx.tmp / "gw-auth-api_key.json"), "jwt": token}
+
+        def measure(gw: GatewayProc, credential: str | None) -> Callable[[], dict[str, Any]]:
+            extra = ["--header", f"Authorization: Bearer {credential}"] if credential else []
+            return lambda: run_load(ctx, gw.url, inflight=10, sessions=10, duration=s.peak_duration,
+                                    server_pid=gw.pid, extra=extra)
+
+        runs = alternate(ctx, {label: measure(gws[label], credentials[label]) for label in configs}, 4, "b: auth")
+    for label, median in _medians(runs).items():
+        out[f"{label}_rps"] = median["throughput_rps"]
+        out[f"{label}_cpu_us"] = median["cpu_us_per_call"]
+        if median["errors"]:
             out[f"{label}_errors"] = median["errors"]
-        out[label] = [r["throughput_rps"] for r in out[label]]
+        out[label] = median["runs_rps"]
     for label in ("api_key", "jwt"):
         if out["none_rps"]:
             out[f"{label}_cost"] = round(1 - out[f"{label}_rps"] / out["none_rps"], 4)
@@ -818,6 +813,136 @@ def metrics_cost(ctx: Context) -> dict[str, Any]:
     if out["off_rps"]:
         out["cost"] = round(1 - out["on_rps"] / out["off_rps"], 4)
     return out
+
+
+def alternate(ctx: Context, contenders: dict[str, Callable[[], dict[str, Any]]], rounds: int,
+              what: str) -> dict[str, list[dict[str, Any]]]:
+    """Each contender measured ``rounds`` times in ABC CBA order: a drift of the machine falls on
+    all of them alike, so their ratio holds where their absolute figures move."""
+    order = list(contenders)
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in order}
+    for i in range(rounds):
+        for label in order if i % 2 == 0 else order[::-1]:
+            log(f"{what}: {label} ({i + 1}/{rounds})")
+            runs[label].append(undisturbed(ctx, f"{what} {label}", contenders[label]))
+    return runs
+
+
+def _medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per contender: the median run's calls/s, p50/p99, server CPU per call, and every run's rate."""
+    out: dict[str, Any] = {}
+    for label, rs in runs.items():
+        median = median_run(rs)
+        rps = median.get("throughput_rps") or 0.0
+        cpu = median.get("cpu", {}).get("server_cpu_pct")
+        out[label] = {"throughput_rps": rps, "latency_ms": median.get("latency_ms", {}),
+                      "cpu_us_per_call": round(cpu / 100 / rps * 1e6, 1) if cpu and rps else None,
+                      "errors": median.get("errors", 0), "runs_rps": [r.get("throughput_rps") for r in rs],
+                      "others_cpu_pct": [disturbance(r) for r in rs], "wire": median.get("wire")}
+    return out
+
+
+FULL_POLICY = [{"allow": {"who": ["bench"], "tools": ["fast__*"]}}, {"deny": {"tools": ["*__delete_*"]}}]
+
+
+def full_pipeline_config(ctx: Context) -> dict[str, Any]:
+    """The finished pipeline of issue 13: API-key authentication, a policy, metrics and the audit log on."""
+    return {"auth": {"api_keys": {"path": str(ctx.tmp / "full-keys.db")}}, "policy": FULL_POLICY,
+            "metrics": {"enabled": True}, "audit": {"enabled": True, "path": str(ctx.tmp / "full-audit.db")}}
+
+
+def create_key(ctx: Context, config: Path, name: str = "bench") -> str:
+    created = subprocess.run([str(Path(PY).with_name("mcp-gateway")), "keys", "create", "--config", str(config),
+                              "--name", name], capture_output=True, text=True, timeout=60, check=False)
+    if created.returncode != 0:
+        raise RuntimeError(f"mcp-gateway keys create failed: {created.stderr[-400:]}")
+    time.sleep(1.2)  # a running gateway sees a new key within auth.api_keys.refresh (1 s)
+    return created.stdout.strip()
+
+
+def part_f(ctx: Context) -> dict[str, Any]:
+    """The finished pipeline (issue 13): the gateway with every feature on against the bare forwarder
+    in one run (ABBA), each client wire through that gateway against Streamable HTTP, and a peer
+    gateway when ``--peer`` names one."""
+    s = ctx.s
+    rounds = max(2, s.repeats + 1)
+    out: dict[str, Any] = {"config": {k: v for k, v in full_pipeline_config(ctx).items() if k != "auth"}
+                           | {"auth": "api_keys"}}
+    port = free_port()
+    bare = ctx.spawn(ctx.pin(GATEWAY_CORE) + [PY, "-m", "bench.bare_forwarder", "--port", str(port), "--",
+                                               PY, "-m", "bench.fast_upstream"], log_name="bare-f")
+    try:
+        wait_port(port, bare, 60)
+        with GatewayProc(ctx, "gw-full", {"fast": process_server()}, extra=full_pipeline_config(ctx)) as gw:
+            auth = ["--header", f"Authorization: Bearer {create_key(ctx, ctx.tmp / 'gw-full.json')}"]
+
+            def load(url: str, pid: int, tool: str, extra: list[str]) -> Callable[[], dict[str, Any]]:
+                return lambda: run_load(ctx, url, inflight=10, sessions=10, duration=s.peak_duration, tool=tool,
+                                        server_pid=pid, extra=extra)
+
+            runs = alternate(ctx, {"bare_forwarder": load(f"http://127.0.0.1:{port}/mcp", bare.pid, "echo", []),
+                                   "everything_on": load(gw.url, gw.pid, "fast__echo", auth)}, rounds, "f: pipeline")
+            out |= _medians(runs)
+            out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] /
+                                         out["bare_forwarder"]["throughput_rps"], 3) \
+                if out["bare_forwarder"]["throughput_rps"] else None
+            wires = {w: load(gw.url, gw.pid, "fast__echo", [*auth, "--wire", w])
+                     for w in ("streamable", "sse", "ws", "stateless")}
+            out["wires"] = _medians(alternate(ctx, wires, max(2, s.repeats - 1), "f: wires"))
+            base = out["wires"]["streamable"]["throughput_rps"]
+            for w in ("sse", "ws", "stateless"):
+                out["wires"][w]["ratio_vs_streamable"] = round(out["wires"][w]["throughput_rps"] / base, 3) \
+                    if base else None
+            out["audit_rows"] = _count_rows(ctx.tmp / "full-audit.db", "audit")
+    finally:
+        ctx.stop(bare, grace=5)
+    out["peers"] = {}
+    for name, path in s.peers.items():
+        try:
+            out["peers"][name] = peer_ratio(ctx, name, path, rounds)
+        except Exception as exc:  # a peer that fails does not sink the part
+            out["peers"][name] = {"error": f"{exc}"[:500]}
+    return out
+
+
+def _count_rows(db: Path, table: str) -> int | None:
+    """Rows the audit log wrote (proof it was on): None if the file or table is not there."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
+    except sqlite3.Error:
+        return None
+
+
+def peer_ratio(ctx: Context, name: str, binary: Path, rounds: int) -> dict[str, Any]:
+    """A peer gateway in front of the same upstream, pinned and loaded the same way, ABBA against
+    ours (default config and everything on)."""
+    from bench import peers
+
+    s = ctx.s
+    port = free_port()
+    config = ctx.tmp / f"peer-{name}.yaml"
+    config.write_text(peers.agentgateway_config(port, [PY, "-m", "bench.fast_upstream"], str(ROOT)))
+    proc = ctx.spawn(ctx.pin(GATEWAY_CORE) + peers.command(binary, config), log_name=f"peer-{name}")
+    try:
+        wait_port(port, proc, 60)
+        url = f"http://127.0.0.1:{port}{peers.PATH}"
+        tool = peers.discover_tool(url)
+        with GatewayProc(ctx, "gw-peer", {"fast": process_server()}) as gw:
+            runs = alternate(ctx, {
+                name: lambda: run_load(ctx, url, inflight=10, sessions=10, duration=s.peak_duration, tool=tool,
+                                       server_pid=proc.pid),
+                "gateway": lambda: run_load(ctx, gw.url, inflight=10, sessions=10, duration=s.peak_duration,
+                                            server_pid=gw.pid)}, rounds, f"f: peer {name}")
+        out = _medians(runs)
+        out["tool"] = tool
+        peer_rps = out[name]["throughput_rps"]
+        out["ratio"] = round(out["gateway"]["throughput_rps"] / peer_rps, 3) if peer_rps else None
+        return out
+    finally:
+        ctx.stop(proc, grace=5)
 
 
 # --------------------------------------------------------------------------- (c) container upstreams
@@ -1094,9 +1219,9 @@ def wait_quiet(max_wait: float, threshold: float = 25.0) -> dict[str, Any]:
 
 
 PART_FUNCS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e}
+    "a": part_a, "b": part_b, "c": part_c, "d": part_d, "e": part_e, "f": part_f}
 PART_NAMES = {"a": "baseline", "b": "gateway_process", "c": "gateway_container", "d": "idle_sessions",
-              "e": "cold_start"}
+              "e": "cold_start", "f": "pipeline"}
 
 
 def _sweep(results: dict[str, Any], name: str) -> list[Any]:
@@ -1118,6 +1243,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cold-runs", type=int, help="cold starts measured in part e (default 5)")
     ap.add_argument("--container-cpus", type=float, default=0.0,
                     help="limits.cpus for container upstreams (default: the sandbox default)")
+    ap.add_argument("--peer", action="append", default=[], metavar="NAME=PATH",
+                    help="part f also measures this peer gateway's binary (agentgateway=PATH), ABBA against ours")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results directory")
     ap.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin to cores")
@@ -1133,6 +1260,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad:
         ap.error(f"unknown part(s) {bad}: choose from {','.join(PARTS)}")
     opts.only = [p for p in PARTS if p in only]
+    from bench import peers
+
+    try:
+        opts.peers = dict(peers.parse_peer_option(text) for text in opts.peer)
+    except ValueError as exc:
+        ap.error(str(exc))
     if opts.wait_quiet is None:
         opts.wait_quiet = 0.0 if opts.quick else 60.0
     return opts
