@@ -94,6 +94,9 @@ class CallContext:
     # route's call_tool: that tool's name and raw arguments (what the record names, not call_tool's).
     inner_call: tuple[str, Raw | None] | None = None
     retry_after: float | None = None  # set with a rate limit's refusal: seconds until a call may pass
+    # Set by the router once it has the params decoded: the call's raw arguments (None: none), so
+    # the audit record does not decode them again.
+    arguments: Raw | None | msgspec.UnsetType = msgspec.UNSET
 
 
 Answer = tuple[int, bytes]  # (HTTP status the edge would use, encoded JSON-RPC answer)
@@ -296,7 +299,8 @@ class Dispatcher:
             identity=ctx.identity, client=client.get("name") if isinstance(client, dict) else None,
             method=str(msg.method), server=ctx.tool[0] if ctx.tool else None, name=_target(msg, ctx),
             duration=elapsed, outcome=outcome, request_bytes=len(params), response_bytes=len(body),
-            arguments=_arguments(params) if ctx.inner_call is None else ctx.inner_call[1], peer=ctx.peer)
+            arguments=ctx.inner_call[1] if ctx.inner_call is not None else (
+                _arguments(params) if ctx.arguments is msgspec.UNSET else ctx.arguments), peer=ctx.peer)
         for observe in self.observers:
             try:
                 observe(record)

@@ -254,6 +254,7 @@ class Router:
         server, upstream_name = target
         if msg.method == "tools/call":
             ctx.tool = (server, name)
+        ctx.arguments = params.get("arguments")
         if ctx.modern is not None and ctx.headers is not None and msg.method == "tools/call" and param_headers:
             annotations = ctx.route.catalog.param_headers.get(name)
             if annotations:  # only then are the arguments decoded (to compare them with the headers)

@@ -130,6 +130,7 @@ def _patterns(globs: Iterable[str]) -> tuple[str, ...]:
 
 # Views compile merged pattern sets; the same sets recur across callers (bounded: config-derived keys).
 _globs = lru_cache(maxsize=4096)(compile_globs)
+_VERDICTS: Final = 4096  # items whose verdict a view remembers (calls repeat the same few tools)
 
 
 class View:
@@ -139,11 +140,12 @@ class View:
     usually costs one server test and one regex match on each side (deny, allow).
     """
 
-    __slots__ = ("_allow", "_deny", "_open")
+    __slots__ = ("_allow", "_deny", "_open", "_verdicts")
 
     def __init__(self, rules: Iterable[_Compiled] | None) -> None:
         # None: no policy at all, everything is allowed.
         self._open = rules is None
+        self._verdicts: dict[tuple[Kind, str, str], bool] = {}  # remembered per item (bounded: _VERDICTS)
         merged: dict[tuple[bool, Kind], dict[tuple[str, ...], list[str]]] = {}
         for rule in rules or ():
             for kind, names in rule.names.items():
@@ -165,6 +167,15 @@ class View:
         """Whether the caller may see and call this item (``name``: public name, or URI)."""
         if self._open:
             return True
+        key = (kind, server, name)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._judge(kind, server, name)
+            if len(self._verdicts) < _VERDICTS:  # a view lives until the policy or the caller changes
+                self._verdicts[key] = verdict
+        return verdict
+
+    def _judge(self, kind: Kind, server: str, name: str) -> bool:
         for servers, names in self._deny[kind]:
             if servers(server) and names(name):
                 return False

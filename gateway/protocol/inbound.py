@@ -71,21 +71,37 @@ MISSING_SESSION: Final = Rejection(400, INVALID_REQUEST,
 UNKNOWN_SESSION: Final = Rejection(404, INVALID_REQUEST, "Session not found: it ended or expired; initialize a new one")
 
 
+_MEMO: Final = 256  # distinct Accept / Content-Type values remembered (clients send the same few)
+_accepts_memo: dict[bytes, tuple[bool, bool]] = {}
+_json_memo: dict[bytes, bool] = {}
+
+
 def accepts(accept: bytes | None) -> tuple[bool, bool]:
     """(accepts JSON, accepts SSE); a missing Accept header accepts both."""
     if accept is None:
         return True, True
-    accept = accept.lower()
-    wild = b"*/*" in accept
-    return (wild or b"application/json" in accept or b"application/*" in accept,
-            wild or b"text/event-stream" in accept or b"text/*" in accept)
+    known = _accepts_memo.get(accept)
+    if known is not None:
+        return known
+    lower = accept.lower()
+    wild = b"*/*" in lower
+    verdict = (wild or b"application/json" in lower or b"application/*" in lower,
+               wild or b"text/event-stream" in lower or b"text/*" in lower)
+    if len(_accepts_memo) < _MEMO:
+        _accepts_memo[accept] = verdict
+    return verdict
 
 
 def is_json(content_type: bytes | None) -> bool:
     """Whether a Content-Type is application/json (parameters such as charset allowed)."""
     if content_type is None:
         return False
-    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+    known = _json_memo.get(content_type)
+    if known is None:
+        known = content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+        if len(_json_memo) < _MEMO:
+            _json_memo[content_type] = known
+    return known
 
 
 def check_post(accept: bytes | None, content_type: bytes | None, version: bytes | None,
