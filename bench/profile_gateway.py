@@ -117,6 +117,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--full", action="store_true",
                     help="everything on (API-key auth, policy, metrics, audit log), as bench/run part f")
+    ap.add_argument("--wire", default="streamable", choices=("streamable", "sse", "ws", "stateless"),
+                    help="the client wire bench.load drives")
     ap.add_argument("--label", default="", help="added to the output file names (e.g. before, after)")
     ap.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     ap.add_argument("--idle", action="store_true", help="count samples of idle threads too (epoll waits)")
@@ -135,7 +137,7 @@ def main() -> None:
             load_cmd = ctx.pin(LOAD_CORE) + [
                 PY, "-m", "bench.load", "--url", gw.url, "--tool", "fast__echo", "--inflight", str(opts.inflight),
                 "--sessions", str(min(opts.inflight, 10)), "--duration", str(opts.duration + 3), "--warmup", "1",
-                "--json", str(ctx.tmp / "load.json")]
+                "--json", str(ctx.tmp / "load.json"), "--wire", opts.wire]
             if opts.full:
                 load_cmd += ["--header", f"Authorization: Bearer {create_key(ctx, ctx.tmp / 'gw-profile.json')}"]
             load_log = ctx.tmp / "load.log"

@@ -128,9 +128,11 @@ _STOPPED: Final[dict[str, Callable[[], CallError]]] = {
 AUDITED: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallRecord:
-    """What happened to one audited call (tools/call, prompts/get, resources/read)."""
+    """What happened to one audited call (tools/call, prompts/get, resources/read); observers read
+    it and never change it (not frozen: a frozen dataclass sets each field through
+    object.__setattr__, which cost more than the rest of the record)."""
 
     time: float  # when it ended (Unix seconds)
     route: str

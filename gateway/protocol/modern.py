@@ -83,6 +83,9 @@ class ModernRequest:
     log_level: str | None
 
 
+_PROTOCOL_VERSION_KEY_BYTES: Final = PROTOCOL_VERSION_KEY.encode()
+
+
 def is_modern_version(version: str) -> bool:
     return version in MODERN_VERSIONS
 
@@ -92,7 +95,7 @@ def has_envelope(msg: jsonrpc.Message) -> bool:
     params = msg.params
     if isinstance(params, UnsetType):
         return False
-    if PROTOCOL_VERSION_KEY.encode() not in bytes(memoryview(params)):
+    if _PROTOCOL_VERSION_KEY_BYTES not in bytes(memoryview(params)):
         return False
     envelope = _decode_envelope(params)
     return envelope is not None and isinstance(envelope.meta, _Meta) and not isinstance(
