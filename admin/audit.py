@@ -20,7 +20,8 @@ and every minute, in chunks (a long delete would hold the write lock).
 
 from __future__ import annotations
 
-import hmac
+import functools
+import hashlib
 import logging
 import math
 import secrets
@@ -73,6 +74,36 @@ def split_outcome(outcome: str) -> tuple[str, int | None]:
         return head, None
 
 
+class Digester:
+    """HMAC-SHA256 (RFC 2104) with the key's padded inner and outer hashes computed once: each
+    digest is then two hash copies and updates, a third of what ``hmac`` costs to set the key up
+    per message (the same bytes out: tests check it against ``hmac``)."""
+
+    __slots__ = ("key", "_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def hexdigest(self, data: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+
+ROWS_PER_STATEMENT: Final = 250  # x 19 columns: well within SQLite's 32,766 variables (older builds)
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(rows: int) -> str:
+    one = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+    return f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES " + ", ".join([one] * rows)
+
+
 class AuditDatabase:
     """The audit table in one SQLite file (blocking: used from AuditLog's thread only)."""
 
@@ -100,9 +131,13 @@ class AuditDatabase:
                 self.db.table(META).insert({"key": "digest_key", "value": self.key.hex()})
 
     def insert(self, rows: list[Row]) -> None:
-        marks = ", ".join("?" * len(COLUMNS))
+        """Rows in one transaction, ROWS_PER_STATEMENT to a statement: the sqlite3 module releases
+        the GIL around each statement it steps, so a row per statement (executemany) would hand the
+        GIL back and forth with the event loop (which runs on the same core) for every row."""
         with self.db.atomic():
-            self.db.conn.executemany(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({marks})", rows)
+            for start in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = rows[start:start + ROWS_PER_STATEMENT]
+                self.db.conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
 
     def enforce(self, *, retention: float, max_rows: int | None, now: float) -> int:
         """Delete rows older than ``retention`` s (0: none) and the oldest beyond ``max_rows``."""
@@ -171,6 +206,7 @@ class AuditLog:
         self._limiter = trio.CapacityLimiter(1)  # one connection, one thread at a time
         self._db: AuditDatabase | None = None
         self._key = b""
+        self._mac: Digester | None = None
         self._done = trio.Event()
         self._holding: list[Row] = []
         self._running = False
@@ -188,7 +224,10 @@ class AuditLog:
     def digest(self, data: bytes | None) -> str | None:
         if not data:
             return None
-        return hmac.digest(self._key, data, "sha256").hex()[:32]  # one-shot (C); hmac.new costs 3x
+        mac = self._mac
+        if mac is None or mac.key != self._key:
+            mac = self._mac = Digester(self._key)
+        return mac.hexdigest(data)[:32]
 
     def observe(self, record: CallRecord) -> None:
         """A Dispatcher observer: queue the record's row; never blocks, never raises (a full
@@ -228,6 +267,7 @@ class AuditLog:
             return self._db.key
 
         self._key = await trio.to_thread.run_sync(open_db, limiter=self._limiter)
+        self._mac = Digester(self._key)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the database, then write what is queued until :meth:`aclose` (or cancellation)."""

@@ -259,3 +259,28 @@ async def test_the_stdio_front_audits_too_and_runs_the_stores_version(tmp_path: 
     recorded = await db_rows(db, "SELECT name, outcome, error_code, client FROM audit_log")
     assert sorted(recorded, key=str) == sorted([("a__add", "ok", None, "stdio-test"),
                                                 ("a__nosuch", "error", -32602, "stdio-test")] * 2, key=str)
+
+
+def test_the_digest_is_hmac_sha256_and_big_batches_go_in_whole(tmp_path: Path) -> None:
+    import hashlib
+    import hmac
+    import secrets
+
+    from admin.audit import COLUMNS, ROWS_PER_STATEMENT, AuditDatabase, Digester
+
+    for key in (secrets.token_bytes(32), b"", secrets.token_bytes(64), secrets.token_bytes(100)):
+        mac = Digester(key)
+        for data in (b"", b'{"a":1}', secrets.token_bytes(5000)):
+            assert mac.hexdigest(data) == hmac.new(key, data, hashlib.sha256).hexdigest()
+    db = AuditDatabase(str(tmp_path / "audit.db"))
+    try:
+        count = 2 * ROWS_PER_STATEMENT + 7  # three statements, the last one short
+        rows = [(float(i), "call", "/", None, None, None, "127.0.0.1", "tools/call", "s", f"t{i}", 0.001, "ok",
+                 None, 10, 20, None, None, None, None) for i in range(count)]
+        assert len(rows[0]) == len(COLUMNS)
+        db.insert(rows)
+        assert db.count() == count
+        names = [r["name"] for r in db.query({}, limit=count, before=None)]
+        assert names == [f"t{i}" for i in reversed(range(count))]  # every row, in order
+    finally:
+        db.close()
