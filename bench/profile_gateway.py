@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--full", action="store_true",
                     help="everything on (API-key auth, policy, metrics, audit log), as bench/run part f")
+    ap.add_argument("--no-audit", action="store_true", help="with --full: the audit log off")
     ap.add_argument("--wire", default="streamable", choices=("streamable", "sse", "ws", "stateless"),
                     help="the client wire bench.load drives")
     ap.add_argument("--label", default="", help="added to the output file names (e.g. before, after)")
@@ -133,6 +134,8 @@ def main() -> None:
     ctx = Context(Settings(parse_args(["--quick", "--wait-quiet", "0"])))
     try:
         extra = full_pipeline_config(ctx) if opts.full else {}
+        if opts.full and opts.no_audit:
+            extra["audit"] = {"enabled": False}
         with GatewayProc(ctx, "gw-profile", {"fast": process_server()}, extra=extra) as gw:
             load_cmd = ctx.pin(LOAD_CORE) + [
                 PY, "-m", "bench.load", "--url", gw.url, "--tool", "fast__echo", "--inflight", str(opts.inflight),

@@ -285,7 +285,8 @@ class Dispatcher:
     def _observe(self, ctx: CallContext, msg: Message, failure: ProtocolError | CallError | None,
                  call: InFlight, body: bytes, elapsed: float) -> None:
         """One record per audited call, to whoever observes (the audit log); never raises into the call."""
-        params = b"" if isinstance(msg.params, msgspec.UnsetType) else bytes(memoryview(msg.params))
+        raw_params = msg.params
+        request_bytes = 0 if isinstance(raw_params, msgspec.UnsetType) else len(raw_params)
         if failure is None:
             outcome = "tool_error" if b'"isError":true' in body else "ok"
         elif isinstance(failure, UpstreamTimeout):
@@ -294,15 +295,20 @@ class Dispatcher:
             outcome = "cancelled"
         else:
             outcome = f"error {failure.code}"
+        if ctx.inner_call is not None:
+            arguments = ctx.inner_call[1]
+        elif ctx.arguments is not msgspec.UNSET:
+            arguments = ctx.arguments
+        else:
+            arguments = _arguments(b"" if isinstance(raw_params, msgspec.UnsetType) else bytes(memoryview(raw_params)))
         session = ctx.session
         client = session.client_info if session is not None else (ctx.modern.client_info if ctx.modern else None)
+        tool = ctx.tool
         record = CallRecord(
-            time=time.time(), route=ctx.route.prefix, session=session.id if session is not None else None,
-            identity=ctx.identity, client=client.get("name") if isinstance(client, dict) else None,
-            method=str(msg.method), server=ctx.tool[0] if ctx.tool else None, name=_target(msg, ctx),
-            duration=elapsed, outcome=outcome, request_bytes=len(params), response_bytes=len(body),
-            arguments=ctx.inner_call[1] if ctx.inner_call is not None else (
-                _arguments(params) if ctx.arguments is msgspec.UNSET else ctx.arguments), peer=ctx.peer)
+            time.time(), ctx.route.prefix, session.id if session is not None else None, ctx.identity,
+            client.get("name") if isinstance(client, dict) else None, str(msg.method),
+            tool[0] if tool else None, tool[1] if tool is not None else _target(msg, ctx), elapsed, outcome,
+            request_bytes, len(body), arguments, ctx.peer)
         for observe in self.observers:
             try:
                 observe(record)
