@@ -621,3 +621,22 @@ async def test_shutdown_answers_running_calls_then_closes_1001() -> None:
     assert code == 1001 and reason == "the gateway is shutting down"
     [(idle_code, idle_reason, idle_took)] = idle_closed
     assert idle_code == 1001 and idle_reason == "the gateway is shutting down" and idle_took < 0.4
+
+
+@pytest.mark.parametrize("data", [b"", b'{"jsonrpc":"2.0","id":1,"result":{}}', "é€😀".encode() * 10,
+                                  b"x" * 125, b"x" * 126, b"x" * 65535, b"x" * 65536, b"\xff\xfe not utf-8"])
+def test_answer_frames_are_what_wsproto_would_send_and_always_utf8(data: bytes) -> None:
+    from wsproto import ConnectionType
+    from wsproto.connection import Connection
+    from wsproto.events import TextMessage
+
+    from gateway.transports.websocket import text_frame
+
+    text = data.decode("utf-8", "replace")
+    ours = text_frame(data)
+    server = Connection(ConnectionType.SERVER)
+    assert ours == server.send(TextMessage(data=text))
+    client = Connection(ConnectionType.CLIENT)  # a client reads it back: one whole text message
+    client.receive_data(ours)
+    (event,) = list(client.events())
+    assert isinstance(event, TextMessage) and event.data == text and event.message_finished

@@ -213,6 +213,25 @@ class WebSocketTransport:
             self._closes[socket.close_code or ABNORMAL] += 1
 
 
+def text_frame(data: bytes) -> bytes:
+    """A server's (unmasked) final text frame carrying ``data`` (RFC 6455 section 5.2). The outbox
+    holds UTF-8 (upstream bytes that were not are repaired on the way in); anything else is repaired
+    here, as a text frame must be UTF-8."""
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            data = data.decode("utf-8", "replace").encode()
+    size = len(data)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = b"\x81\x7e" + size.to_bytes(2, "big")
+    else:
+        head = b"\x81\x7f" + size.to_bytes(8, "big")
+    return head + data
+
+
 class _Socket:
     """One WebSocket connection: its tasks, its close handshake."""
 
@@ -394,10 +413,17 @@ class _Socket:
         """One text frame per message of the wire's outbox, in order."""
         async for data in self.wire.outbox:
             self._room.set()
-            # The outbox holds UTF-8 (upstream bytes that were not are repaired on the way in).
-            if not await self._send(TextMessage(data=data.decode("utf-8", "replace"))):
+            if not await self._send_frame(text_frame(data)):
                 return
             self._close_if_drained()
+
+    async def _send_frame(self, frame: bytes) -> bool:
+        """Like :meth:`_send` for a frame made here (a whole text message: wsproto keeps no state
+        for those, and going through it would decode and re-encode every answer)."""
+        async with self._lock:
+            if self._close_sent or self._broken or self._ws.state not in _OPEN_STATES:
+                return False
+            return await self._write(frame)
 
     async def _drain_when_quiet(self) -> None:
         await self._draining.wait()
