@@ -34,11 +34,11 @@ import trio
 
 from . import h1
 from .h1 import Headers as Headers, Request as Request  # re-exported: the handlers import them from here
+from .sockwrite import send_within
 
 log = logging.getLogger("mcp_gateway.http")
 
 _LINGER = 2.0  # seconds a rejected connection is drained before it is closed
-_SMALL_WRITE = 128 * 1024  # an answer this small is written without a timeout (the kernel buffers it)
 _FINAL_WRITE = 1.0  # seconds requests ended at shutdown get to write their answer
 _MAX_TICK = 0.05  # seconds between the watchdog's rounds at most (the precision of the timeouts)
 _ACCEPT_RETRY = 0.1  # pause after accept() failed for lack of descriptors or memory (trio's choice)
@@ -116,10 +116,7 @@ class Responder:
         if body and not self._head:  # no body after HEAD (RFC 9110 section 9.3.2)
             out += body
         self.started = self.finished = True
-        if len(out) <= _SMALL_WRITE:
-            await self._stream.send_all(out)  # fits the socket buffers: never waits for the client
-        else:
-            await self._send_all(out)
+        await self._send_all(out)
 
     async def start(self, status: int, headers: Headers) -> None:
         """Begin a streamed (chunked) response, e.g. Server-Sent Events."""
@@ -149,12 +146,10 @@ class Responder:
 
     async def _send_all(self, data: bytes) -> None:
         """Write within the write timeout: a client that stops reading (a full socket buffer for
-        that long) is treated as gone, so it cannot hold a connection slot and its request forever."""
+        that long) is treated as gone, so it cannot hold a connection slot and its request forever.
+        What the socket takes at once costs no timer (gateway/http/sockwrite.py)."""
         timeout = self._owner.server.limits.write_timeout if self._owner is not None else math.inf
-        with trio.move_on_after(timeout) as scope:
-            await self._stream.send_all(data)
-        if scope.cancelled_caught:
-            raise trio.BrokenResourceError(f"the client read nothing for {timeout:g}s")
+        await send_within(self._stream, data, timeout)
 
 
 Handler = Callable[[Request, Responder], Awaitable[None]]

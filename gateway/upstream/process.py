@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -55,9 +55,24 @@ class ProcessChannel:
         assert process.stdin is not None and process.stdout is not None
         self._stdin = process.stdin
         self._stdout = process.stdout
+        fileno = getattr(process.stdin, "fileno", None)  # trio's FdStream on Unix (-1 once closed)
+        self._stdin_fileno: Callable[[], int] | None = fileno if callable(fileno) else None
 
     async def send_all(self, data: bytes) -> None:
-        await self._stdin.send_all(data)
+        # The pipe is non-blocking under trio: what it takes at once is written without the
+        # scheduler round trio's send_all begins with (one writer task per channel, so no race).
+        fd = self._stdin_fileno() if self._stdin_fileno is not None else -1
+        if fd < 0:
+            await self._stdin.send_all(data)  # not a plain pipe, or closed: trio says which
+            return
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"the server's stdin is closed: {exc}") from exc
+        if sent < len(data):
+            await self._stdin.send_all(memoryview(data)[sent:])
 
     async def receive_some(self) -> bytes | bytearray:
         return await self._stdout.receive_some(65536)
