@@ -9,12 +9,14 @@ the HTTP server (:meth:`Responder.take_over`), and the WebSocket session runs in
 HTTP connection ends (and its slot is released) when the socket closes.
 
 Each socket is a :class:`WireSession` (the connection is the MCP session, from ``initialize``
-on) served by four tasks: a reader (frames -> whole text messages, control frames), the wire
-(each message -> :meth:`WireSession.handle`), a writer (the wire's outbox -> one text frame per
-message) and a keepalive. Nothing is buffered without a bound: the reader hands the wire one
-message at a time and stops reading while too many answers wait for room in the outbox (a
-client that does not read is not read from either), and a message is dropped with 1009 as soon
-as it grows past ``max_message``, not after it arrived.
+on) served by a reader (frames -> whole text messages, each handed to
+:meth:`WireSession.handle` in the reader's own task; control frames), a writer (the wire's outbox ->
+one text frame per message) and a keepalive; each call runs in a task of the wire. A message's
+frame is split, unmasked and framed back by :mod:`gateway.transports.ws_frames`; wsproto handles
+the rest. Nothing is buffered without a bound: the reader hands the wire one message at a time and
+stops reading while too many answers wait for room in the outbox (a client that does not read is
+not read from either), and a message is refused with 1009 as soon as its frame header says it is
+larger than ``max_message`` (a fragmented one as soon as it grows past it), not after it arrived.
 
 Close codes (always with a reason):
 
@@ -65,10 +67,12 @@ from wsproto.utilities import RemoteProtocolError
 from .. import logsafe
 from ..dispatch import Dispatcher
 from ..http.server import Handler, Headers, Request, Responder
+from ..http.sockwrite import write_now
 from ..protocol import jsonrpc
 from ..protocol.errors import GATEWAY_SHUTTING_DOWN, ProtocolError
 from ..session import SessionManager
 from .wire import WireSession
+from .ws_frames import ClientFrames, Raw as RawFrame, Refused, Text, text_frame
 
 if TYPE_CHECKING:
     from ..router import Route
@@ -213,25 +217,6 @@ class WebSocketTransport:
             self._closes[socket.close_code or ABNORMAL] += 1
 
 
-def text_frame(data: bytes) -> bytes:
-    """A server's (unmasked) final text frame carrying ``data`` (RFC 6455 section 5.2). The outbox
-    holds UTF-8 (upstream bytes that were not are repaired on the way in); anything else is repaired
-    here, as a text frame must be UTF-8."""
-    if not data.isascii():
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            data = data.decode("utf-8", "replace").encode()
-    size = len(data)
-    if size < 126:
-        head = bytes((0x81, size))
-    elif size < 1 << 16:
-        head = b"\x81\x7e" + size.to_bytes(2, "big")
-    else:
-        head = b"\x81\x7f" + size.to_bytes(8, "big")
-    return head + data
-
-
 class _Socket:
     """One WebSocket connection: its tasks, its close handshake."""
 
@@ -249,7 +234,6 @@ class _Socket:
         # call the session may run, so that only a client that does not read is slowed.
         self._max_waiting = transport.dispatcher.max_inflight
         self._lock = trio.Lock()  # one frame at a time on the stream, in wsproto's order
-        self._messages_send, self._messages = trio.open_memory_channel[bytes](0)  # reader -> wire
         self._room = trio.Event()  # the writer took a message from the outbox
         self._closing = trio.Event()
         self._close: tuple[int, str] | None = None  # what we close with (the first reason wins)
@@ -260,6 +244,8 @@ class _Socket:
         self._peer_close_seen = False  # the peer's Close frame arrived (first, or in answer to ours)
         self._reader_done = trio.Event()
         self._draining = trio.Event()
+        self._parts = bytearray()  # a fragmented text message so far (wsproto's pieces)
+        self._already_read = b""
         self._last_seen = trio.current_time()
         self._wire_scope = trio.CancelScope()
         self.close_code: int | None = None
@@ -292,17 +278,15 @@ class _Socket:
             async with trio.open_nursery() as nursery:
                 if not await self._write(accept):
                     return
-                if already_read:  # sent right after the upgrade request: frames the HTTP server read past it
-                    self._ws.receive_data(already_read)
+                self._already_read = already_read  # sent right after the upgrade request: the reader's first bytes
+                await nursery.start(self._serve_wire)  # the wire is up before the reader hands it anything
                 nursery.start_soon(self._read)
-                nursery.start_soon(self._serve_wire)
                 nursery.start_soon(self._write_outbox)
                 nursery.start_soon(self._drain_when_quiet)
                 if self._ping_interval > 0:
                     nursery.start_soon(self._keepalive)
                 await self._closing.wait()
                 self._wire_scope.cancel()  # calls still running end with the connection
-                self._messages.close()  # the reader discards what comes before the peer's Close
                 await self._send_close()
                 if self._close_sent and not self._broken:
                     with trio.move_on_after(_CLOSE_TIMEOUT):
@@ -328,86 +312,110 @@ class _Socket:
             elif code != ABNORMAL:
                 log.info("websocket from %s closed: %d %s", self.peer or "?", code, reason)
 
-    async def _serve_wire(self) -> None:
+    async def _serve_wire(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._wire_scope:
-            await self.wire.run(self._receive)
+            await self.wire.run(None, task_status=task_status)  # the reader hands it each message
         if self.wire.closed.is_set():
             self.close(POLICY, "session ended by the gateway (evicted or expired): open a new one")
         else:
             self.close(ABNORMAL, "")  # the reader ended (and said why first)
 
-    async def _receive(self) -> bytes | None:
-        """The next message for the wire; None when the socket is done."""
+    async def _hand(self, message: bytes) -> None:
+        """One whole message from the client to the wire, in the reader's task (no hand-off between
+        tasks per message). Reading pauses meanwhile: while the client does not read its answers
+        (backpressure), and for what the wire handles inline (initialize)."""
         outbox = self.wire.outbox
         while outbox.statistics().tasks_waiting_send >= self._max_waiting:
             self._room = trio.Event()
             await self._room.wait()  # backpressure: the client is not reading its answers
-        while True:
-            try:
-                data = await self._messages.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return None
-            if not self._draining.is_set():
-                return data
-            refusal = _refusal_while_draining(data)
-            if refusal is None:
-                return data  # a notification (notifications/cancelled still cancels) or a response
-            await self.wire.deliver(refusal)
+        if self._close is not None:
+            return  # closing: what the client still sends is discarded
+        if self._draining.is_set():
+            refusal = _refusal_while_draining(message)
+            if refusal is not None:
+                await self.wire.deliver(refusal)
+                return
+            # a notification (notifications/cancelled still cancels) or a response goes on
+        await self.wire.handle(message)
 
     async def _read(self) -> None:
-        """Frames in: whole text messages to the wire, Pings answered, the peer's Close noted."""
+        """Frames in: whole text messages to the wire, Pings answered, the peer's Close noted.
+
+        Each message's frame is split and unmasked by :class:`ClientFrames`; anything else goes to
+        wsproto whole (see gateway/transports/ws_frames.py)."""
         ws = self._ws
-        parts = bytearray()
+        frames = ClientFrames(self._max_message)
+        self._parts = bytearray()
+        data: bytes | bytearray = self._already_read  # frames the HTTP server read past the upgrade
+        self._already_read = b""
         try:
-            while True:
-                for event in ws.events():
-                    if isinstance(event, TextMessage):
-                        if self._close is not None:
-                            continue  # closing: what the client still sends is discarded
-                        piece = event.data.encode()
-                        if len(parts) + len(piece) > self._max_message:
-                            parts = bytearray()
-                            self.close(TOO_BIG, f"message too big: the limit is {self._max_message} bytes")
-                        elif not event.message_finished:
-                            parts += piece
-                        else:
-                            if parts:
-                                parts += piece
-                                piece, parts = bytes(parts), bytearray()
-                            try:
-                                await self._messages_send.send(piece)  # waits until the wire takes it
-                            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                                pass  # closing meanwhile
-                    elif isinstance(event, BytesMessage):
-                        self.close(UNSUPPORTED_DATA, "binary frames are not accepted: send JSON-RPC as text")
-                    elif isinstance(event, Ping):
-                        await self._send(event.response())
-                    elif isinstance(event, CloseConnection):
-                        if ws.state is ConnectionState.OPEN:
-                            # wsproto's verdict on a broken frame (1002, or 1007 for bad UTF-8): it
-                            # parses nothing after it, so the peer's Close is not waited for.
-                            self.close(int(event.code), event.reason or "protocol error")
-                        else:
-                            self._peer_close_seen = True
-                            self._peer_closed = self._close is None
-                            self.close(int(event.code), event.reason or "")  # the peer's Close, echoed
-                        return
-                    # Pong: any traffic counts for the keepalive (below)
-                if ws.state is ConnectionState.CLOSED:
-                    return
-                try:
-                    data = await self._stream.receive_some(_RECEIVE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+            while ws.state is not ConnectionState.CLOSED:
+                if not data:
+                    try:
+                        data = await self._stream.receive_some(_RECEIVE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
                 if not data:
                     self._gone = True
                     self.close(ABNORMAL, "")
                     return
                 self._last_seen = trio.current_time()
-                ws.receive_data(bytes(data))  # (a no-op for bytes, which sockets give)
+                for item in frames.feed(data):
+                    if type(item) is Text:
+                        if self._close is None:  # closing: what the client still sends is discarded
+                            await self._hand(item.data)
+                    elif type(item) is RawFrame:
+                        ws.receive_data(item.data)
+                        if await self._wsproto_events(frames):
+                            return
+                    else:
+                        assert isinstance(item, Refused)
+                        self.close(item.code, item.reason)  # nothing after it is parsed
+                        return
+                data = b""
         finally:
-            self._messages_send.close()
+            self.wire.stop()  # the socket is done: so is the session
             self._reader_done.set()
+
+    async def _wsproto_events(self, frames: ClientFrames) -> bool:
+        """What wsproto made of the frames it was given; True when reading must stop."""
+        ws = self._ws
+        for event in ws.events():
+            if isinstance(event, TextMessage):
+                if event.message_finished:
+                    frames.fragmented = False
+                if self._close is not None:
+                    continue  # closing: what the client still sends is discarded
+                piece = event.data.encode()
+                parts = self._parts
+                if len(parts) + len(piece) > self._max_message:
+                    self._parts = bytearray()
+                    self.close(TOO_BIG, f"message too big: the limit is {self._max_message} bytes")
+                elif not event.message_finished:
+                    parts += piece
+                else:
+                    if parts:
+                        parts += piece
+                        piece, self._parts = bytes(parts), bytearray()
+                    await self._hand(piece)
+            elif isinstance(event, BytesMessage):
+                if event.message_finished:
+                    frames.fragmented = False
+                self.close(UNSUPPORTED_DATA, "binary frames are not accepted: send JSON-RPC as text")
+            elif isinstance(event, Ping):
+                await self._send(event.response())
+            elif isinstance(event, CloseConnection):
+                if ws.state is ConnectionState.OPEN:
+                    # wsproto's verdict on a broken frame (1002, or 1007 for bad UTF-8): it
+                    # parses nothing after it, so the peer's Close is not waited for.
+                    self.close(int(event.code), event.reason or "protocol error")
+                else:
+                    self._peer_close_seen = True
+                    self._peer_closed = self._close is None
+                    self.close(int(event.code), event.reason or "")  # the peer's Close, echoed
+                return True
+            # Pong: any traffic counts for the keepalive (below)
+        return ws.state is ConnectionState.CLOSED
 
     async def _write_outbox(self) -> None:
         """One text frame per message of the wire's outbox, in order."""
@@ -482,15 +490,19 @@ class _Socket:
 
     async def _write(self, data: bytes) -> bool:
         self._broken = True  # until the whole frame is out: a frame cut short ends the stream
-        with trio.move_on_after(self._write_timeout):
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._gone = True
-                self.close(ABNORMAL, "")
-                return False
-            self._broken = False
-            return True
+        try:
+            sent = write_now(self._stream, data)  # a frame the socket takes at once needs no timer
+            if sent == len(data):
+                self._broken = False
+                return True
+            with trio.move_on_after(self._write_timeout):
+                await self._stream.send_all(memoryview(data)[sent:])
+                self._broken = False
+                return True
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._gone = True
+            self.close(ABNORMAL, "")
+            return False
         self.close(INTERNAL_ERROR, f"the client read nothing for {self._write_timeout:g}s")
         return False
 

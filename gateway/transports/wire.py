@@ -84,20 +84,25 @@ class WireSession:
         self._running = 0
         self._idle = trio.Event()
         self.draining = False  # the gateway is shutting down: no new calls, close once the running ones end
+        self._stopped = trio.Event()
 
     # -- what the wire calls ----------------------------------------------------------------------
-    async def run(self, receive: Callable[[], Awaitable[bytes | None]], *,
+    async def run(self, receive: Callable[[], Awaitable[bytes | None]] | None, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until ``receive`` returns None (the client is gone) or the session is ended.
 
-        The wire drains :attr:`outbox` meanwhile (its writer). Requests still running when the
-        client leaves are cancelled, upstream too.
+        ``receive`` None: the wire's reader calls :meth:`handle` itself and :meth:`stop` when the
+        client is gone (no hand-off between tasks per message). The wire drains :attr:`outbox`
+        meanwhile (its writer). Requests still running when the client leaves are cancelled,
+        upstream too.
         """
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                while True:
+                if receive is None:
+                    await self._stopped.wait()
+                while receive is not None:
                     data = await receive()
                     if data is None:
                         break
@@ -115,8 +120,26 @@ class WireSession:
                 self.session.streams -= 1
                 self.sessions.end(self.session)
 
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`handle` takes messages (run() is on and the session not over)."""
+        return self._nursery is not None and not self._stopped.is_set()
+
+    def nudge(self) -> None:
+        """Queue an empty message (the wire's own keepalive marker) if the outbox has room."""
+        try:
+            self._send.send_nowait(b"")
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def stop(self) -> None:
+        """The client is gone (a wire that calls :meth:`handle` itself): end :meth:`run`."""
+        self._stopped.set()
+
     async def handle(self, data: bytes | bytearray) -> None:
-        """One message (or a batch) from the client."""
+        """One message (or a batch) from the client (dropped once the session is over)."""
+        if self._nursery is None:
+            return
         body = bytes(data)
         try:
             jsonrpc.check_utf8(body)
