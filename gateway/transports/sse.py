@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import trio
@@ -32,15 +33,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcp_gateway.sse")
 
-_INBOX: Final = 64  # client messages waiting for the session to take them (a POST waits beyond)
 
 
 class _Stream:
-    __slots__ = ("wire", "send", "receive")
+    __slots__ = ("wire",)
 
     def __init__(self, wire: WireSession) -> None:
         self.wire = wire
-        self.send, self.receive = trio.open_memory_channel[bytes](_INBOX)
 
 
 class LegacySSE:
@@ -78,11 +77,12 @@ class LegacySSE:
                 await _reject(responder, Rejection(404, INVALID_REQUEST,
                                                    "Session not found: open a new stream with GET /sse"))
                 return
-            try:
-                await stream.send.send(request.body)  # waits while the session is busy (bounded)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not stream.wire.running:
                 await _reject(responder, Rejection(404, INVALID_REQUEST, "Session not found: its stream ended"))
                 return
+            # In this POST's own task (no hand-off per message): a request starts its call and
+            # returns at once; what the session answers inline (initialize) is queued first.
+            await stream.wire.handle(request.body)
             await responder.send(202, [], b"")
         return handle
 
@@ -90,28 +90,21 @@ class LegacySSE:
         wire = WireSession(route, self.dispatcher, self.sessions, wire="sse", peer=request.peer,
                            identity=request.identity)
         stream_id = secrets.token_urlsafe(24)
-        stream = self._streams[stream_id] = _Stream(wire)
-
-        async def receive() -> bytes | None:
-            try:
-                return await stream.receive.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return None
+        self._streams[stream_id] = _Stream(wire)
 
         async def write() -> None:
             outbox = wire.outbox
             try:
-                while True:
-                    with trio.move_on_after(KEEPALIVE) as idle:
-                        try:
-                            data = await outbox.receive()
-                        except (trio.EndOfChannel, trio.ClosedResourceError):
-                            return
-                        await responder.write(sse_frame(data))
-                    if idle.cancelled_caught:
-                        await responder.write(b": ping\n\n")
+                async for data in outbox:
+                    # b"": the keepalive's turn (so one task writes the stream, and a message costs no timer)
+                    await responder.write(sse_frame(data) if data else b": ping\n\n")
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the client left: its session ends with the stream
+
+        async def keepalive() -> None:
+            while True:
+                await trio.sleep(KEEPALIVE)
+                wire.nudge()  # a comment every KEEPALIVE (proxies drop idle streams); none while it is full
 
         try:
             await responder.start(200, SSE_HEADERS)
@@ -119,10 +112,11 @@ class LegacySSE:
                                   + b"\n\n")
             async with trio.open_nursery() as nursery:
                 async def serve() -> None:
-                    await wire.run(receive)
+                    await wire.run(None)  # the POSTs hand it the client's messages
                     nursery.cancel_scope.cancel()
 
-                nursery.start_soon(serve)
+                await nursery.start(_started, serve)
+                nursery.start_soon(keepalive)
                 await write()
                 nursery.cancel_scope.cancel()
             await responder.end()
@@ -130,14 +124,21 @@ class LegacySSE:
             pass  # the client left: run() ended its session
         finally:
             del self._streams[stream_id]
-            stream.send.close()
+            wire.stop()
 
     def close_all(self) -> None:
         """Draining: end the streams that opened no session yet; a session's stream answers the calls
         still running first (WireSession, on the session's drain), then ends."""
         for stream in self._streams.values():
             if stream.wire.session is None:
-                stream.send.close()
+                stream.wire.stop()
+
+
+async def _started(serve: Callable[[], Awaitable[None]], *,
+                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run ``serve`` (the wire), started once its nursery is up (a POST may come right away)."""
+    task_status.started()
+    await serve()
 
 
 async def _reject(responder: Responder, rejection: Rejection) -> None:
