@@ -112,6 +112,10 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     h["full_p50_ms"] = _get(f, "everything_on", "latency_ms", "p50")
     h["full_p99_ms"] = _get(f, "everything_on", "latency_ms", "p99")
     h["full_cpu_us"] = _get(f, "everything_on", "cpu_us_per_call")
+    h["no_audit_rps"] = _get(f, "everything_but_audit", "throughput_rps")
+    h["no_audit_p99_ms"] = _get(f, "everything_but_audit", "latency_ms", "p99")
+    h["no_audit_vs_bare"] = _ratio(h["no_audit_rps"], h["full_bare_rps"])
+    h["audit_cost"] = f.get("audit_cost")
     h["bare_cpu_us"] = _get(f, "bare_forwarder", "cpu_us_per_call")
     for w in ("streamable", "sse", "ws", "stateless"):
         h[f"wire_{w}_rps"] = _get(f, "wires", w, "throughput_rps")
@@ -356,6 +360,10 @@ def _pipeline_rows(L: list[str], h: dict[str, Any]) -> None:
              f" ABBA in one run | {_fmt(h['full_vs_bare'], '×')} | ≥ 1.0× | {_verdict(h['full_vs_bare'], t['full_vs_bare'], True)} |")
     L.append(f"| CPU per call (gateway + upstream): everything on / bare forwarder | {_fmt(h['full_cpu_us'], ' µs', 1)} / "
              f"{_fmt(h['bare_cpu_us'], ' µs', 1)} | | |")
+    cost = h.get("audit_cost")
+    L.append(f"| Everything but the audit log ({_fmt(h.get('no_audit_rps'), '/s')}) / bare forwarder; p99 "
+             f"{_fmt(h.get('no_audit_p99_ms'), ' ms', 3)} | {_fmt(h.get('no_audit_vs_bare'), '×')} | | "
+             f"audit log's cost: {_fmt(None if cost is None else cost * 100, ' %', 1)} |")
     L.append(f"| p50 / p99 at 10 connections, everything on (peak) | {_fmt(h['full_p50_ms'], ' ms', 3)} / "
              f"{_fmt(h['full_p99_ms'], ' ms', 3)} | p99 ≤ 2 ms | {_verdict(h['full_p99_ms'], t['p99_ms'], False)} |")
     L.append(f"| RSS per idle session (part d) | {_fmt(h['kb_per_idle_session'], ' KB', 1)} | ≤ 20 KB | "

@@ -873,16 +873,27 @@ def part_f(ctx: Context) -> dict[str, Any]:
                                                PY, "-m", "bench.fast_upstream"], log_name="bare-f")
     try:
         wait_port(port, bare, 60)
-        with GatewayProc(ctx, "gw-full", {"fast": process_server()}, extra=full_pipeline_config(ctx)) as gw:
+        no_audit = full_pipeline_config(ctx) | {"audit": {"enabled": False},
+                                                "auth": {"api_keys": {"path": str(ctx.tmp / "full-keys-2.db")}}}
+        with GatewayProc(ctx, "gw-full", {"fast": process_server()}, extra=full_pipeline_config(ctx)) as gw, \
+                GatewayProc(ctx, "gw-full-no-audit", {"fast": process_server()}, extra=no_audit) as gw2:
             auth = ["--header", f"Authorization: Bearer {create_key(ctx, ctx.tmp / 'gw-full.json')}"]
+            auth2 = ["--header", f"Authorization: Bearer {create_key(ctx, ctx.tmp / 'gw-full-no-audit.json')}"]
 
             def load(url: str, pid: int, tool: str, extra: list[str]) -> Callable[[], dict[str, Any]]:
                 return lambda: run_load(ctx, url, inflight=10, sessions=10, duration=s.peak_duration, tool=tool,
                                         server_pid=pid, extra=extra)
 
+            # The same pipeline without the audit log (a process of its own): what the log's SQLite
+            # writes cost on this one core.
             runs = alternate(ctx, {"bare_forwarder": load(f"http://127.0.0.1:{port}/mcp", bare.pid, "echo", []),
-                                   "everything_on": load(gw.url, gw.pid, "fast__echo", auth)}, rounds, "f: pipeline")
+                                   "everything_on": load(gw.url, gw.pid, "fast__echo", auth),
+                                   "everything_but_audit": load(gw2.url, gw2.pid, "fast__echo", auth2)},
+                             rounds, "f: pipeline")
             out |= _medians(runs)
+            if out["everything_but_audit"]["throughput_rps"]:
+                out["audit_cost"] = round(1 - out["everything_on"]["throughput_rps"] /
+                                          out["everything_but_audit"]["throughput_rps"], 4)
             out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] /
                                          out["bare_forwarder"]["throughput_rps"], 3) \
                 if out["bare_forwarder"]["throughput_rps"] else None
