@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +178,37 @@ async def wait_healthy(port: int, proc: trio.Process, timeout: float = 30) -> No
             except OSError:
                 pass
             await trio.sleep(0.05)
+
+
+def cli_gateway(config: Path, log: Path, *args: str) -> Iterator[str]:
+    """``mcp-gateway run`` on ``config`` as a real subprocess (output to ``log``) until it is healthy;
+    yields its base URL (http://127.0.0.1:PORT), then stops it (for fixtures: ``yield from``)."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = free_port()
+    gateway = str(Path(sys.executable).with_name("mcp-gateway"))
+    with log.open("wb") as out:
+        proc = subprocess.Popen([gateway, "run", "--config", str(config), "--port", str(port), *args], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, "the gateway exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not become healthy"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -7,8 +7,6 @@ import functools
 import json
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +17,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Reques
 
 from bench import load
 from bench.load import WIRES
-from tests.helpers import ROOT, free_port
-
-GATEWAY = str(Path(sys.executable).with_name("mcp-gateway"))
+from tests.helpers import ROOT, cli_gateway
 
 
 @pytest.fixture(scope="module")
@@ -30,30 +26,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("wires")
     cfg = work / "gateway.yaml"
     cfg.write_text(f"servers:\n  fast: {{command: {sys.executable}, args: [-m, bench.fast_upstream], cwd: {ROOT}}}\n")
-    port = free_port()
-    with (work / "gateway.log").open("wb") as out:
-        proc = subprocess.Popen([GATEWAY, "run", "--config", str(cfg), "--port", str(port), "--no-watch"],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "the gateway exited"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not become healthy"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    for base in cli_gateway(cfg, work / "gateway.log", "--no-watch"):
+        yield f"{base}/mcp"
 
 
 def run_load(tmp_path: Path, url: str, *args: str) -> dict[str, object]:

@@ -21,10 +21,9 @@ from mcp.server.mcpserver import MCPServer
 from mcp_server_time.server import create_server
 from pydantic import BaseModel, Field
 
-from tests.helpers import ROOT, SDK_SERVER, free_port
+from tests.helpers import ROOT, SDK_SERVER, cli_gateway, free_port
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
-GATEWAY = str(Path(sys.executable).with_name("mcp-gateway"))
 LOCUSTFILE = str(ROOT / "bench" / "locustfile.py")
 
 
@@ -47,37 +46,7 @@ lf = _import_locustfile()
 
 
 def _start_gateway(config: Path, log: Path) -> Iterator[str]:
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen([GATEWAY, "run", "--config", str(config), "--port", str(port)], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the gateway exited"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the gateway did not become healthy")
+    yield from cli_gateway(config, log)
 
 
 @pytest.fixture(scope="module")

@@ -404,20 +404,8 @@ class HTTPServer:
                 since = connection.busy_since
                 if since is not None and since < cutoff:
                     connection.start_watching()
-            # Both dicts are in order of their deadlines (insertion order, one timeout each).
-            idle_cutoff = now - limits.idle_timeout
-            while self.idle:
-                connection, since = next(iter(self.idle.items()))
-                if since > idle_cutoff:
-                    break
-                del self.idle[connection]
-                connection.close_if_idle()
-            while self.reading:
-                connection, deadline = next(iter(self.reading.items()))
-                if deadline > now:
-                    break
-                del self.reading[connection]
-                connection.time_out_reading()
+            _expire(self.idle, now - limits.idle_timeout, _Connection.close_if_idle)
+            _expire(self.reading, now, _Connection.time_out_reading)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         failing_since: float | None = None
@@ -537,6 +525,18 @@ class HTTPServer:
                 self._drained = trio.Event()
                 await self._drained.wait()
         return not self.connections
+
+
+def _expire(entries: dict[_Connection, float], cutoff: float, act: Callable[[_Connection], None]) -> None:
+    """Take the connections whose time is ``cutoff`` or earlier off ``entries`` and ``act`` on each;
+    the dict is in the order of its times (insertion order, one timeout each), so this stops at the
+    first that is not due."""
+    while entries:
+        connection, when = next(iter(entries.items()))
+        if when > cutoff:
+            return
+        del entries[connection]
+        act(connection)
 
 
 async def _refuse(stream: trio.SocketStream, text: str) -> None:
