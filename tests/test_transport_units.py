@@ -37,3 +37,12 @@ def test_host_policy_against_dns_rebinding() -> None:
     for bad in (b"evil.example", b"127.attacker.example", b"localhost.evil.example:8080"):
         assert not policy.host_ok(bad), bad
     assert OriginPolicy([], "0.0.0.0").host_ok(b"gateway.internal:8080")  # not bound to loopback: no check
+
+
+def test_the_sse_post_finds_its_session_id_sliced_or_parsed() -> None:
+    from gateway.transports.sse import _session_id
+
+    assert _session_id(b"/message?sessionId=abc_-9") == "abc_-9"  # our own ids: sliced
+    assert _session_id(b"/message?sessionId=a%2Bb") == "a+b"  # anything else: parsed as a query
+    assert _session_id(b"/message?x=1&sessionId=zz") == "zz"
+    assert _session_id(b"/message") == "" and _session_id(b"/message?sessionId=") == ""

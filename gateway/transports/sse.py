@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
 
 import trio
@@ -71,8 +71,7 @@ class LegacySSE:
             if not inbound.is_json(request.header(b"content-type")):
                 await _reject(responder, inbound.UNSUPPORTED_MEDIA_TYPE)
                 return
-            query = parse_qs(request.target.partition(b"?")[2].decode("latin-1"))
-            stream = self._streams.get((query.get("sessionId") or [""])[0])
+            stream = self._streams.get(_session_id(request.target))
             if stream is None or not same_caller(stream.wire.identity, request.identity):  # not yours: unknown
                 await _reject(responder, Rejection(404, INVALID_REQUEST,
                                                    "Session not found: open a new stream with GET /sse"))
@@ -132,6 +131,18 @@ class LegacySSE:
         for stream in self._streams.values():
             if stream.wire.session is None:
                 stream.wire.stop()
+
+
+_TOKEN_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _session_id(target: bytes) -> str:
+    """The ``sessionId`` of a POST's query: our own ids need no decoding (``secrets.token_urlsafe``),
+    so the usual ``?sessionId=<id>`` is sliced; anything else is parsed properly."""
+    query = target.partition(b"?")[2]
+    if query.startswith(b"sessionId=") and _TOKEN_CHARS.issuperset(query[10:]):
+        return query[10:].decode("ascii")
+    return (parse_qs(query.decode("latin-1")).get("sessionId") or [""])[0]
 
 
 async def _started(serve: Callable[[], Awaitable[None]], *,
