@@ -894,6 +894,14 @@ class Stats:
             self.samples.append(text)
 
 
+async def _failed(stats: Stats, closable: Connection | Channel, exc: BaseException) -> None:
+    """A failed request: count it, drop the connection (the next request reconnects), and pause
+    briefly so a dead server does not get a hot loop."""
+    stats.error(exc)
+    await closable.aclose()
+    await trio.sleep(0.01)
+
+
 async def call_worker(
     conn: Connection, target: Target, session: Session, mode: str, stats: Stats, pacer: Pacer | None = None
 ) -> None:
@@ -911,9 +919,7 @@ async def call_worker(
             with trio.fail_after(target.timeout):
                 await rpc(conn, target, session.headers, method, params)
         except FAILURES as exc:
-            stats.error(exc)
-            await conn.aclose()
-            await trio.sleep(0.01)  # no hot loop against a dead server
+            await _failed(stats, conn, exc)
             continue
         stats.record(t0, clock(), lag)
 
@@ -933,9 +939,7 @@ async def churn_worker(conn: Connection, target: Target, stats: Stats) -> None:
                 await close_session(conn, target, session)
                 stats.record(t0, clock())
         except FAILURES as exc:
-            stats.error(exc)
-            await conn.aclose()
-            await trio.sleep(0.01)
+            await _failed(stats, conn, exc)
             continue
         if stats.start <= clock() <= stats.stop:
             stats.iterations += 1
@@ -951,9 +955,7 @@ async def channel_worker(chan: Channel, target: Target, stats: Stats, pacer: Pac
                 with trio.fail_after(target.timeout):
                     await chan.open()
             except FAILURES as exc:
-                stats.error(exc)
-                await chan.aclose()
-                await trio.sleep(0.01)
+                await _failed(stats, chan, exc)
                 continue
         if pacer is not None:
             lag = await pacer.wait()
@@ -964,9 +966,7 @@ async def channel_worker(chan: Channel, target: Target, stats: Stats, pacer: Pac
             with trio.fail_after(target.timeout):
                 await chan.call()
         except FAILURES as exc:
-            stats.error(exc)
-            await chan.aclose()
-            await trio.sleep(0.01)  # no hot loop against a dead server
+            await _failed(stats, chan, exc)
             continue
         stats.record(t0, clock(), lag)
 
