@@ -894,6 +894,14 @@ def part_f(ctx: Context) -> dict[str, Any]:
             if out["everything_but_audit"]["throughput_rps"]:
                 out["audit_cost"] = round(1 - out["everything_on"]["throughput_rps"] /
                                           out["everything_but_audit"]["throughput_rps"], 4)
+            half = round(out["everything_on"]["throughput_rps"] / 2, 1)
+            if half > 0:  # the tail at a load the machine carries, not at saturation
+                log(f"f: everything on at half its peak, {half} calls/s paced")
+                paced = undisturbed(ctx, "f: everything on, half peak", lambda: run_load(
+                    ctx, gw.url, inflight=10, sessions=10, duration=s.peak_duration, rate=half, server_pid=gw.pid,
+                    extra=auth))
+                out["half_peak"] = {"rate": half, "throughput_rps": paced.get("throughput_rps"),
+                                    "latency_ms": paced.get("latency_ms", {}), "errors": paced.get("errors", 0)}
             out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] /
                                          out["bare_forwarder"]["throughput_rps"], 3) \
                 if out["bare_forwarder"]["throughput_rps"] else None
