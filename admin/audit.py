@@ -79,10 +79,9 @@ class Digester:
     digest is then two hash copies and updates, a third of what ``hmac`` costs to set the key up
     per message (the same bytes out: tests check it against ``hmac``)."""
 
-    __slots__ = ("key", "_inner", "_outer")
+    __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
-        self.key = key
         block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
@@ -207,8 +206,7 @@ class AuditLog:
         self._send, self._recv = trio.open_memory_channel[Row](queue)
         self._limiter = trio.CapacityLimiter(1)  # one connection, one thread at a time
         self._db: AuditDatabase | None = None
-        self._key = b""
-        self._mac: Digester | None = None
+        self._mac = Digester(b"")  # the database's key once open() read it
         self._done = trio.Event()
         self._holding: list[Row] = []
         self._running = False
@@ -226,10 +224,7 @@ class AuditLog:
     def digest(self, data: bytes | None) -> str | None:
         if not data:
             return None
-        mac = self._mac
-        if mac is None or mac.key != self._key:
-            mac = self._mac = Digester(self._key)
-        return mac.hexdigest(data)[:32]
+        return self._mac.hexdigest(data)[:32]
 
     def observe(self, record: CallRecord) -> None:
         """A Dispatcher observer: queue the record's row; never blocks, never raises (a full
@@ -268,8 +263,7 @@ class AuditLog:
             self._db = AuditDatabase(self.path)
             return self._db.key
 
-        self._key = await trio.to_thread.run_sync(open_db, limiter=self._limiter)
-        self._mac = Digester(self._key)
+        self._mac = Digester(await trio.to_thread.run_sync(open_db, limiter=self._limiter))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the database, then write what is queued until :meth:`aclose` (or cancellation)."""

@@ -40,6 +40,7 @@ from functools import lru_cache
 from typing import Final, Literal
 
 from ..config.access import Match, Rule, ToolFilter
+from ..memo import Memo
 from . import Identity
 
 Kind = Literal["tool", "prompt", "resource"]
@@ -145,7 +146,7 @@ class View:
     def __init__(self, rules: Iterable[_Compiled] | None) -> None:
         # None: no policy at all, everything is allowed.
         self._open = rules is None
-        self._verdicts: dict[tuple[Kind, str, str], bool] = {}  # remembered per item (bounded: _VERDICTS)
+        self._verdicts: Memo[tuple[Kind, str, str], bool] = Memo(_VERDICTS)  # remembered per item
         merged: dict[tuple[bool, Kind], dict[tuple[str, ...], list[str]]] = {}
         for rule in rules or ():
             for kind, names in rule.names.items():
@@ -168,11 +169,9 @@ class View:
         if self._open:
             return True
         key = (kind, server, name)
-        verdict = self._verdicts.get(key)
+        verdict = self._verdicts.get(key)  # a view lives until the policy or the caller changes
         if verdict is None:
-            verdict = self._judge(kind, server, name)
-            if len(self._verdicts) < _VERDICTS:  # a view lives until the policy or the caller changes
-                self._verdicts[key] = verdict
+            verdict = self._verdicts.keep(key, self._judge(kind, server, name))
         return verdict
 
     def _judge(self, kind: Kind, server: str, name: str) -> bool:

@@ -10,10 +10,11 @@ import ipaddress
 from typing import Final
 from urllib.parse import urlsplit
 
+from ..memo import Memo
 from .server import Headers
 
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
-_HOST_CACHE: Final = 1024  # distinct Host values remembered (beyond: checked each time, never evicted)
+_HOST_CACHE: Final = 1024  # distinct Host values remembered
 PREFLIGHT_HEADERS: Final[Headers] = [
     (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
     (b"access-control-allow-headers",
@@ -33,7 +34,7 @@ class OriginPolicy:
         # sends its own host name.
         self.check_host = bind_host in _LOOPBACK_HOSTS or is_loopback_ip(bind_host)
         self.hosts = set(_LOOPBACK_HOSTS) | {urlsplit(o).hostname or "" for o in self.origins}
-        self._host_verdicts: dict[bytes, bool] = {}  # Host header -> host_ok (bounded: _HOST_CACHE)
+        self._host_verdicts: Memo[bytes, bool] = Memo(_HOST_CACHE)  # Host header -> host_ok
 
     def origin_ok(self, origin: bytes | None) -> bool:
         if origin is None or self.any_origin:
@@ -62,12 +63,8 @@ class OriginPolicy:
         try:
             name = urlsplit("//" + host.decode("latin-1")).hostname
         except ValueError:
-            ok = False
-        else:
-            ok = name in self.hosts or is_loopback_ip(name)
-        if len(self._host_verdicts) < _HOST_CACHE:
-            self._host_verdicts[host] = ok
-        return ok
+            return self._host_verdicts.keep(host, False)
+        return self._host_verdicts.keep(host, name in self.hosts or is_loopback_ip(name))
 
     def cors_headers(self, origin: bytes | None) -> Headers | None:
         """Headers that let a configured browser origin read our answers and the session id."""

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ..fdwrite import send_within
 from . import h1
 from .h1 import Headers as Headers, Request as Request  # re-exported: the handlers import them from here
-from .sockwrite import send_within
 
 log = logging.getLogger("mcp_gateway.http")
 
@@ -79,14 +79,14 @@ class Responder:
                  "survive_disconnect", "_chunked")
 
     def __init__(self, stream: trio.abc.Stream, *, head: bool = False, keep_alive: bool = True,
-                 owner: _Connection | None = None) -> None:
+                 http10: bool = False, owner: _Connection | None = None) -> None:
         self._stream = stream
         self._head = head  # answering HEAD: the headers say what GET would send, but no body goes out
         self._owner = owner
         self.started = False
         self.finished = False
         self.close_after = not keep_alive  # the connection closes after this response
-        self._chunked = True  # a streamed body is chunked (HTTP/1.1), else delimited by the close
+        self._chunked = not http10  # a streamed body is chunked (HTTP/1.1), else delimited by the close
         self.extra_headers: Headers | None = None  # added to whatever response is sent (e.g. CORS)
         # Set by a handler whose work must go on when the client leaves (a resumable SSE stream):
         # the request is then not cancelled, and its writes fail instead.
@@ -124,9 +124,8 @@ class Responder:
             raise ResponseStateError("a response was already sent")
         if self.extra_headers:
             headers = [*headers, *self.extra_headers]
-        owner = self._owner
-        if owner is not None and owner.http10:
-            self._chunked, self.close_after = False, True  # HTTP/1.0 has no chunks: the close ends the body
+        if not self._chunked:
+            self.close_after = True  # HTTP/1.0 has no chunks: the close ends the body
         self.started = True
         await self._send_all(h1.head(status, headers, close=self.close_after,
                                      chunked=self._chunked and not self._head))
@@ -147,7 +146,7 @@ class Responder:
     async def _send_all(self, data: bytes) -> None:
         """Write within the write timeout: a client that stops reading (a full socket buffer for
         that long) is treated as gone, so it cannot hold a connection slot and its request forever.
-        What the socket takes at once costs no timer (gateway/http/sockwrite.py)."""
+        What the socket takes at once costs no timer (gateway/fdwrite.py)."""
         timeout = self._owner.server.limits.write_timeout if self._owner is not None else math.inf
         await send_within(self._stream, data, timeout)
 
@@ -168,7 +167,6 @@ class _Connection:
         self.watcher_done: trio.Event | None = None
         self.peer_gone = False
         self.eof = False  # the client closed its side (nothing more will be read)
-        self.http10 = False  # the request being served is HTTP/1.0
         self.taken_over = False  # a WebSocket owns the socket now
         self.timed_out = False  # a request did not arrive whole within read_timeout: answer 408
         self.responder: Responder | None = None
@@ -258,9 +256,9 @@ class _Connection:
         (its nursery), which is all such a scope would have cancelled.
         """
         request.peer = self.peer
-        self.http10 = request.http_version == b"1.0"
         responder = self.responder = Responder(self.stream, head=request.method == b"HEAD",
-                                               keep_alive=request.keep_alive, owner=self)
+                                               keep_alive=request.keep_alive,
+                                               http10=request.http_version == b"1.0", owner=self)
         if self.server.draining:
             responder.close_after = True
         self.busy_since = trio.current_time()
@@ -542,8 +540,8 @@ def _expire(entries: dict[_Connection, float], cutoff: float, act: Callable[[_Co
 async def _refuse(stream: trio.SocketStream, text: str) -> None:
     """A 503 written straight to a connection we will not serve, then closed (bounded in time)."""
     body = (text + "\n").encode()
-    head = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n" % len(body))
+    head = h1.head(503, [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1"),
+                         (b"content-length", b"%d" % len(body))], close=True)
     with trio.move_on_after(1):
         try:
             await stream.send_all(head + body)

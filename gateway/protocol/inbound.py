@@ -26,6 +26,7 @@ from typing import Final, Literal
 
 from msgspec import UNSET
 
+from ..memo import Memo
 from . import jsonrpc, mcp
 from .errors import INVALID_REQUEST, PARSE_ERROR, ProtocolError, RequestId
 
@@ -72,8 +73,8 @@ UNKNOWN_SESSION: Final = Rejection(404, INVALID_REQUEST, "Session not found: it 
 
 
 _MEMO: Final = 256  # distinct Accept / Content-Type values remembered (clients send the same few)
-_accepts_memo: dict[bytes, tuple[bool, bool]] = {}
-_json_memo: dict[bytes, bool] = {}
+_accepts_memo: Memo[bytes, tuple[bool, bool]] = Memo(_MEMO)
+_json_memo: Memo[bytes, bool] = Memo(_MEMO)
 
 
 def accepts(accept: bytes | None) -> tuple[bool, bool]:
@@ -85,11 +86,8 @@ def accepts(accept: bytes | None) -> tuple[bool, bool]:
         return known
     lower = accept.lower()
     wild = b"*/*" in lower
-    verdict = (wild or b"application/json" in lower or b"application/*" in lower,
-               wild or b"text/event-stream" in lower or b"text/*" in lower)
-    if len(_accepts_memo) < _MEMO:
-        _accepts_memo[accept] = verdict
-    return verdict
+    return _accepts_memo.keep(accept, (wild or b"application/json" in lower or b"application/*" in lower,
+                                       wild or b"text/event-stream" in lower or b"text/*" in lower))
 
 
 def is_json(content_type: bytes | None) -> bool:
@@ -98,9 +96,7 @@ def is_json(content_type: bytes | None) -> bool:
         return False
     known = _json_memo.get(content_type)
     if known is None:
-        known = content_type.split(b";", 1)[0].strip().lower() == b"application/json"
-        if len(_json_memo) < _MEMO:
-            _json_memo[content_type] = known
+        known = _json_memo.keep(content_type, content_type.split(b";", 1)[0].strip().lower() == b"application/json")
     return known
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
 
@@ -110,11 +109,11 @@ class LegacySSE:
             await responder.write(b"event: endpoint\ndata: " + f"{message_path}?sessionId={stream_id}".encode()
                                   + b"\n\n")
             async with trio.open_nursery() as nursery:
-                async def serve() -> None:
-                    await wire.run(None)  # the POSTs hand it the client's messages
+                async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                    await wire.run(None, task_status=task_status)  # the POSTs hand it the client's messages
                     nursery.cancel_scope.cancel()
 
-                await nursery.start(_started, serve)
+                await nursery.start(serve)  # up before the endpoint's first POST can arrive
                 nursery.start_soon(keepalive)
                 await write()
                 nursery.cancel_scope.cancel()
@@ -143,13 +142,6 @@ def _session_id(target: bytes) -> str:
     if query.startswith(b"sessionId=") and _TOKEN_CHARS.issuperset(query[10:]):
         return query[10:].decode("ascii")
     return (parse_qs(query.decode("latin-1")).get("sessionId") or [""])[0]
-
-
-async def _started(serve: Callable[[], Awaitable[None]], *,
-                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run ``serve`` (the wire), started once its nursery is up (a POST may come right away)."""
-    task_status.started()
-    await serve()
 
 
 async def _reject(responder: Responder, rejection: Rejection) -> None:

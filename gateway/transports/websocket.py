@@ -66,8 +66,8 @@ from wsproto.utilities import RemoteProtocolError
 
 from .. import logsafe
 from ..dispatch import Dispatcher
+from ..fdwrite import WriteTimeout, send_within
 from ..http.server import Handler, Headers, Request, Responder
-from ..http.sockwrite import write_now
 from ..protocol import jsonrpc
 from ..protocol.errors import GATEWAY_SHUTTING_DOWN, ProtocolError
 from ..session import SessionManager
@@ -362,8 +362,7 @@ class _Socket:
                 self._last_seen = trio.current_time()
                 for item in frames.feed(data):
                     if type(item) is Text:
-                        if self._close is None:  # closing: what the client still sends is discarded
-                            await self._hand(item.data)
+                        await self._hand(item.data)
                     elif type(item) is RawFrame:
                         ws.receive_data(item.data)
                         if await self._wsproto_events(frames):
@@ -421,17 +420,9 @@ class _Socket:
         """One text frame per message of the wire's outbox, in order."""
         async for data in self.wire.outbox:
             self._room.set()
-            if not await self._send_frame(text_frame(data)):
+            if not await self._send(text_frame(data)):
                 return
             self._close_if_drained()
-
-    async def _send_frame(self, frame: bytes) -> bool:
-        """Like :meth:`_send` for a frame made here (a whole text message: wsproto keeps no state
-        for those, and going through it would decode and re-encode every answer)."""
-        async with self._lock:
-            if self._close_sent or self._broken or self._ws.state not in _OPEN_STATES:
-                return False
-            return await self._write(frame)
 
     async def _drain_when_quiet(self) -> None:
         await self._draining.wait()
@@ -468,12 +459,14 @@ class _Socket:
             pass
 
     # -- writing ---------------------------------------------------------------------------------
-    async def _send(self, event: Event) -> bool:
-        """Send one frame (False: the socket is closing or broken, nothing was sent)."""
+    async def _send(self, event: Event | bytes) -> bool:
+        """Send one frame (False: the socket is closing or broken, nothing was sent): a wsproto event,
+        or a whole text message's frame made by :func:`text_frame` (wsproto keeps no state for those,
+        and going through it would decode and re-encode every answer)."""
         async with self._lock:
             if self._close_sent or self._broken or self._ws.state not in _OPEN_STATES:
                 return False
-            return await self._write(self._ws.send(event))
+            return await self._write(event if isinstance(event, bytes) else self._ws.send(event))
 
     async def _send_close(self) -> None:
         """Our Close frame (the reply, if the peer closed first), unless the stream is unusable."""
@@ -491,20 +484,16 @@ class _Socket:
     async def _write(self, data: bytes) -> bool:
         self._broken = True  # until the whole frame is out: a frame cut short ends the stream
         try:
-            sent = write_now(self._stream, data)  # a frame the socket takes at once needs no timer
-            if sent == len(data):
-                self._broken = False
-                return True
-            with trio.move_on_after(self._write_timeout):
-                await self._stream.send_all(memoryview(data)[sent:])
-                self._broken = False
-                return True
+            await send_within(self._stream, data, self._write_timeout)
+        except WriteTimeout:
+            self.close(INTERNAL_ERROR, f"the client read nothing for {self._write_timeout:g}s")
+            return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._gone = True
             self.close(ABNORMAL, "")
             return False
-        self.close(INTERNAL_ERROR, f"the client read nothing for {self._write_timeout:g}s")
-        return False
+        self._broken = False
+        return True
 
 
 def _refusal_while_draining(data: bytes) -> bytes | None:

@@ -102,11 +102,9 @@ class WireSession:
                 task_status.started()
                 if receive is None:
                     await self._stopped.wait()
-                while receive is not None:
-                    data = await receive()
-                    if data is None:
-                        break
-                    await self.handle(data)
+                else:
+                    while (data := await receive()) is not None:
+                        await self.handle(data)
                 if self._drain_on_eof > 0 and self._running:
                     with trio.move_on_after(self._drain_on_eof):
                         while self._running:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from .. import logsafe
+from ..fdwrite import write_fd
 from .channel import LaunchError
 
 log = logging.getLogger("mcp_gateway.upstream")
@@ -65,12 +66,7 @@ class ProcessChannel:
         if fd < 0:
             await self._stdin.send_all(data)  # not a plain pipe, or closed: trio says which
             return
-        try:
-            sent = os.write(fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise trio.BrokenResourceError(f"the server's stdin is closed: {exc}") from exc
+        sent = write_fd(fd, data)
         if sent < len(data):
             await self._stdin.send_all(memoryview(data)[sent:])
 

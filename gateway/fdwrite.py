@@ -1,0 +1,55 @@
+"""Writing to a socket or pipe without a timer or a scheduler round when the kernel takes it all.
+
+trio's ``send_all`` yields to the scheduler after every successful send, and a write bounded in time
+needs a cancel scope with a deadline; both cost more than the ``send`` itself for the answers the
+gateway writes (a few hundred bytes into an empty socket buffer). :func:`send_within` first offers
+the bytes to the socket directly (it is non-blocking under trio); only what the kernel does not take
+at once is written the usual way, within the timeout. An upstream's stdin pipe uses :func:`write_fd`
+the same way. Callers guarantee one writer per descriptor at a time (a connection writes one response
+at a time; a WebSocket's frames go out under its lock; an upstream has one writer task).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import trio
+
+
+class WriteTimeout(trio.BrokenResourceError):
+    """The peer read nothing for the whole timeout: treated as gone."""
+
+
+def write_fd(fd: int, data: bytes | memoryview) -> int:
+    """How many bytes of ``data`` the non-blocking descriptor ``fd`` (a socket or a pipe that trio
+    owns) took at once; 0 if it would block. Raises trio.BrokenResourceError / ClosedResourceError
+    as trio's send_all does."""
+    if fd < 0:
+        raise trio.ClosedResourceError("already closed")
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            raise trio.ClosedResourceError("already closed") from None
+        raise trio.BrokenResourceError(f"connection broken: {exc}") from exc
+
+
+def write_now(stream: trio.abc.Stream, data: bytes | memoryview) -> int:
+    """:func:`write_fd` on the socket under ``stream`` (0 when the stream is not a socket)."""
+    sock = getattr(stream, "socket", None)
+    return 0 if sock is None else write_fd(sock.fileno(), data)
+
+
+async def send_within(stream: trio.abc.Stream, data: bytes, timeout: float) -> None:
+    """``stream.send_all(data)`` within ``timeout`` seconds (:class:`WriteTimeout` after it: the
+    client read nothing for that long); see the module docstring."""
+    sent = write_now(stream, data)
+    if sent == len(data):
+        return
+    with trio.move_on_after(timeout) as scope:
+        await stream.send_all(memoryview(data)[sent:])
+    if scope.cancelled_caught:
+        raise WriteTimeout(f"the client read nothing for {timeout:g}s")
