@@ -44,7 +44,8 @@ META: Final = "audit_meta"
 SESSION_PREFIX: Final = 12  # characters of a session id kept (72 bits: tells sessions apart, opens none)
 MAX_ARGUMENTS: Final = 64 * 1024
 BATCH: Final = 500
-LINGER: Final = 0.02  # seconds a row may wait for others to share its transaction
+LINGER: Final = 0.005  # seconds a row may wait for others to share its transaction (bench/README, "The audit row")
+LEGACY_INDEXES: Final = ("idx_audit_log_server_name", "idx_audit_log_session", "idx_audit_log_route")
 DELETE_CHUNK: Final = 10_000
 OUTCOMES: Final = ("ok", "tool_error", "error", "timeout", "cancelled")
 COLUMNS: Final = ("time", "kind", "route", "session", "identity", "client", "peer", "method", "server", "name",
@@ -118,10 +119,15 @@ class AuditDatabase:
                     "method TEXT, server TEXT, name TEXT, duration REAL, outcome TEXT NOT NULL, "
                     "error_code INTEGER, request_bytes INTEGER, response_bytes INTEGER, args_digest TEXT, "
                     "arguments TEXT, version INTEGER, detail TEXT)")
-                # No index on route: a gateway has a few routes, so filtering by one reads a large share
-                # of the rows anyway, and each index costs every insert (about 1 us a row here).
-                for columns in (["time"], ["server", "name"], ["session"]):
-                    self.db.table(TABLE).create_index(columns, if_not_exists=True)
+                self.db.table(TABLE).create_index(["time"], if_not_exists=True)
+            # Only `time` is indexed (retention and since/until; rows arrive in time order, so it is
+            # appended to, about 0.2 us a row). An index on session or server+name has an insertion
+            # point per session or tool: each cost 3-4 us a row of SQLite work on the gateway's own
+            # core (9.5 us a row with both, 5.6 without: bench/README, "The audit row"). A filtered
+            # query instead reads newest first until `limit` rows match: a full scan of the default
+            # max_rows (1,000,000) takes about 0.1 s. Databases made before this lose those indexes.
+            for legacy in LEGACY_INDEXES:
+                self.db.execute(f"DROP INDEX IF EXISTS {legacy}")
             if META not in self.db.table_names():
                 self.db.table(META).create({"key": str, "value": str}, pk="key")
             rows = list(self.db.query(f"SELECT value FROM {META} WHERE key = 'digest_key'"))
@@ -289,7 +295,9 @@ class AuditLog:
             batch = self._holding = [row]  # rows out of the queue, not yet written (see _flush_rest)
             # What comes within LINGER goes in the same transaction: under load one commit (and
             # one thread hop) per LINGER instead of per few calls, on the gateway's own core. The
-            # rows wait in the queue meanwhile, so audit.queue still bounds what is held.
+            # rows wait in the queue meanwhile, so audit.queue still bounds what is held. Longer
+            # is not cheaper: 20 ms measured the same rate and a longer p99 (the writer then holds
+            # the shared core for a millisecond or more at a time).
             await trio.sleep(LINGER)
             while len(batch) < BATCH:
                 try:
