@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..fdwrite import send_within
+from ..fdio import read_when_readable, send_within
 from . import h1
 from .h1 import Headers as Headers, Request as Request  # re-exported: the handlers import them from here
 
@@ -146,7 +146,7 @@ class Responder:
     async def _send_all(self, data: bytes) -> None:
         """Write within the write timeout: a client that stops reading (a full socket buffer for
         that long) is treated as gone, so it cannot hold a connection slot and its request forever.
-        What the socket takes at once costs no timer (gateway/fdwrite.py)."""
+        What the socket takes at once costs no timer (gateway/fdio.py)."""
         timeout = self._owner.server.limits.write_timeout if self._owner is not None else math.inf
         await send_within(self._stream, data, timeout)
 
@@ -216,6 +216,7 @@ class _Connection:
         parser = self.parser
         server = self.server
         stream = self.stream
+        sock = getattr(stream, "socket", None)
         while True:
             if parser.ready:
                 request = parser.ready.popleft()
@@ -233,7 +234,10 @@ class _Connection:
                     return None
                 server.idle[self] = trio.current_time()  # evictable while it waits (oldest first)
             try:
-                data = await stream.receive_some(h1.READ_SIZE)
+                if sock is not None:  # wait, then read once (gateway/fdio.py)
+                    data = await read_when_readable(sock.fileno(), h1.READ_SIZE)
+                else:
+                    data = await stream.receive_some(h1.READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""  # reset by peer: same as EOF for us
             finally:

@@ -66,7 +66,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from .. import logsafe
 from ..dispatch import Dispatcher
-from ..fdwrite import WriteTimeout, send_within
+from ..fdio import WriteTimeout, send_within
 from ..http.server import Handler, Headers, Request, Responder
 from ..protocol import jsonrpc
 from ..protocol.errors import GATEWAY_SHUTTING_DOWN, ProtocolError

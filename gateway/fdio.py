@@ -1,4 +1,4 @@
-"""Writing to a socket or pipe without a timer or a scheduler round when the kernel takes it all.
+"""Reading and writing a socket or pipe with fewer system calls and scheduler rounds than trio's streams.
 
 trio's ``send_all`` yields to the scheduler after every successful send, and a write bounded in time
 needs a cancel scope with a deadline; both cost more than the ``send`` itself for the answers the
@@ -7,6 +7,12 @@ the bytes to the socket directly (it is non-blocking under trio); only what the 
 at once is written the usual way, within the timeout. An upstream's stdin pipe uses :func:`write_fd`
 the same way. Callers guarantee one writer per descriptor at a time (a connection writes one response
 at a time; a WebSocket's frames go out under its lock; an upstream has one writer task).
+
+Reading is the other way round: trio's ``receive_some`` first tries the read, and waits only when it
+fails. A client that has just been answered, or an upstream that has just been written to, has
+nothing to send yet, so that first read almost always fails (a system call and an exception per
+message). :func:`read_when_readable` waits first, then reads once. Callers guarantee one reader per
+descriptor (trio's own conflict check is not there).
 """
 
 from __future__ import annotations
@@ -53,3 +59,21 @@ async def send_within(stream: trio.abc.Stream, data: bytes, timeout: float) -> N
         await stream.send_all(memoryview(data)[sent:])
     if scope.cancelled_caught:
         raise WriteTimeout(f"the client read nothing for {timeout:g}s")
+
+
+async def read_when_readable(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes from the non-blocking descriptor ``fd`` once it is readable (b"" at EOF).
+    Raises trio.BrokenResourceError for a reset peer and trio.ClosedResourceError once closed,
+    as trio's receive_some does; a checkpoint, so cancellable while it waits."""
+    while True:
+        if fd < 0:
+            raise trio.ClosedResourceError("already closed")
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            continue  # readable, then taken (a spurious wakeup): wait again
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                raise trio.ClosedResourceError("already closed") from None
+            raise trio.BrokenResourceError(f"connection broken: {exc}") from exc
