@@ -77,3 +77,15 @@ async def read_when_readable(fd: int, size: int) -> bytes:
             if exc.errno == errno.EBADF:
                 raise trio.ClosedResourceError("already closed") from None
             raise trio.BrokenResourceError(f"connection broken: {exc}") from exc
+
+
+async def receive_some(stream: trio.abc.ReceiveStream, size: int) -> bytes | bytearray:
+    """``stream.receive_some(size)``, through :func:`read_when_readable` when the stream is a
+    socket (trio's SocketStream) or a pipe (trio's FdStream)."""
+    sock = getattr(stream, "socket", None)
+    if sock is not None:
+        return await read_when_readable(sock.fileno(), size)
+    fileno = getattr(stream, "fileno", None)
+    if callable(fileno):
+        return await read_when_readable(fileno(), size)
+    return await stream.receive_some(size)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..fdio import read_when_readable, send_within
+from ..fdio import receive_some, send_within
 from . import h1
 from .h1 import Headers as Headers, Request as Request  # re-exported: the handlers import them from here
 
@@ -216,7 +216,6 @@ class _Connection:
         parser = self.parser
         server = self.server
         stream = self.stream
-        sock = getattr(stream, "socket", None)
         while True:
             if parser.ready:
                 request = parser.ready.popleft()
@@ -234,10 +233,7 @@ class _Connection:
                     return None
                 server.idle[self] = trio.current_time()  # evictable while it waits (oldest first)
             try:
-                if sock is not None:  # wait, then read once (gateway/fdio.py)
-                    data = await read_when_readable(sock.fileno(), h1.READ_SIZE)
-                else:
-                    data = await stream.receive_some(h1.READ_SIZE)
+                data = await receive_some(stream, h1.READ_SIZE)  # wait, then read once (gateway/fdio.py)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""  # reset by peer: same as EOF for us
             finally:

@@ -66,7 +66,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from .. import logsafe
 from ..dispatch import Dispatcher
-from ..fdio import WriteTimeout, send_within
+from ..fdio import WriteTimeout, receive_some, send_within
 from ..http.server import Handler, Headers, Request, Responder
 from ..protocol import jsonrpc
 from ..protocol.errors import GATEWAY_SHUTTING_DOWN, ProtocolError
@@ -352,7 +352,7 @@ class _Socket:
             while ws.state is not ConnectionState.CLOSED:
                 if not data:
                     try:
-                        data = await self._stream.receive_some(_RECEIVE)
+                        data = await receive_some(self._stream, _RECEIVE)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         data = b""
                 if not data:

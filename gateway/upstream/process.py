@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from .. import logsafe
-from ..fdio import read_when_readable, write_fd
+from ..fdio import receive_some, write_fd
 from .channel import LaunchError
 
 log = logging.getLogger("mcp_gateway.upstream")
@@ -71,10 +71,7 @@ class ProcessChannel:
             await self._stdin.send_all(memoryview(data)[sent:])
 
     async def receive_some(self) -> bytes | bytearray:
-        fileno = getattr(self._stdout, "fileno", None)
-        if callable(fileno):  # trio's FdStream: wait, then read once (gateway/fdio.py)
-            return await read_when_readable(fileno(), 65536)
-        return await self._stdout.receive_some(65536)
+        return await receive_some(self._stdout, 65536)  # wait, then read once (gateway/fdio.py)
 
     async def wait(self) -> str:
         return describe_returncode(await self._process.wait())
