@@ -98,7 +98,7 @@ class Digester:
 ROWS_PER_STATEMENT: Final = 250  # x 19 columns: well within SQLite's 32,766 variables (older builds)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=ROWS_PER_STATEMENT + 1)  # batch sizes vary with the linger
 def _insert_sql(rows: int) -> str:
     one = "(" + ", ".join("?" * len(COLUMNS)) + ")"
     return f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES " + ", ".join([one] * rows)

@@ -90,14 +90,37 @@ class LegacySSE:
         stream_id = secrets.token_urlsafe(24)
         self._streams[stream_id] = _Stream(wire)
 
+        writing = trio.Lock()  # one event at a time on the stream: the writer's, or a direct one
+
         async def write() -> None:
             outbox = wire.outbox
             try:
                 async for data in outbox:
-                    # b"": the keepalive's turn (so one task writes the stream, and a message costs no timer)
-                    await responder.write(sse_frame(data) if data else b": ping\n\n")
+                    try:
+                        writing.acquire_nowait()
+                    except trio.WouldBlock:
+                        await writing.acquire()
+                    try:
+                        # b"": the keepalive's turn (so one task writes the stream, and a message costs no timer)
+                        await responder.write(sse_frame(data) if data else b": ping\n\n")
+                    finally:
+                        writing.release()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the client left: its session ends with the stream
+
+        async def direct(data: bytes) -> bool:
+            """The wire's write-through (WireSession.deliver): the event written by the task that has
+            the answer; False while another event is being written."""
+            if writing.locked() or responder.finished:
+                return False
+            writing.acquire_nowait()
+            try:
+                await responder.write(sse_frame(data))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                wire.stop()  # the client left: as when the writer finds out, the session ends
+            finally:
+                writing.release()
+            return True
 
         async def keepalive() -> None:
             while True:
@@ -113,6 +136,7 @@ class LegacySSE:
                     await wire.run(None, task_status=task_status)  # the POSTs hand it the client's messages
                     nursery.cancel_scope.cancel()
 
+                wire.direct = direct
                 await nursery.start(serve)  # up before the endpoint's first POST can arrive
                 nursery.start_soon(keepalive)
                 await write()

@@ -224,6 +224,7 @@ class _Socket:
                  stream: trio.abc.Stream, identity: Any = None) -> None:
         self.wire = WireSession(route, transport.dispatcher, transport.sessions, wire="websocket", peer=peer,
                                 identity=identity)
+        self.wire.direct = self._direct
         self.peer = peer
         self._ws = ws
         self._stream = stream
@@ -463,10 +464,26 @@ class _Socket:
         """Send one frame (False: the socket is closing or broken, nothing was sent): a wsproto event,
         or a whole text message's frame made by :func:`text_frame` (wsproto keeps no state for those,
         and going through it would decode and re-encode every answer)."""
-        async with self._lock:
+        lock = self._lock
+        try:
+            lock.acquire_nowait()  # no scheduler round when nobody else is writing (the usual case)
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._close_sent or self._broken or self._ws.state not in _OPEN_STATES:
                 return False
             return await self._write(event if isinstance(event, bytes) else self._ws.send(event))
+        finally:
+            lock.release()
+
+    async def _direct(self, data: bytes) -> bool:
+        """The wire's write-through (WireSession.deliver): an answer's frame written by the task that
+        has it, not handed to the writer task; False when a frame is being written already."""
+        if self._lock.locked():
+            return False
+        await self._send(text_frame(data))  # a frame that cannot go out ends the stream, as in the writer
+        self._close_if_drained()
+        return True
 
     async def _send_close(self) -> None:
         """Our Close frame (the reply, if the peer closed first), unless the stream is unusable."""

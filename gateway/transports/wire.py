@@ -85,6 +85,9 @@ class WireSession:
         self._idle = trio.Event()
         self.draining = False  # the gateway is shutting down: no new calls, close once the running ones end
         self._stopped = trio.Event()
+        # The wire's write-through (set by the wire): writes one message now, False if it cannot
+        # (its writer is mid-write); see deliver().
+        self.direct: Callable[[bytes], Awaitable[bool]] | None = None
 
     # -- what the wire calls ----------------------------------------------------------------------
     async def run(self, receive: Callable[[], Awaitable[bytes | None]] | None, *,
@@ -166,7 +169,14 @@ class WireSession:
             self.dropped += 1
 
     async def deliver(self, data: bytes) -> None:
-        """Queue an answer, waiting for room (only this client's own requests wait)."""
+        """Send an answer: written at once when the outbox is empty and its writer waits for it (the
+        order is kept, and the writer task is not woken per message), else queued, waiting for room
+        (only this client's own requests wait)."""
+        direct = self.direct
+        if direct is not None:
+            queue = self._send.statistics()
+            if not queue.current_buffer_used and queue.tasks_waiting_receive and await direct(data):
+                return
         try:
             await self._send.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
