@@ -287,6 +287,36 @@ async def test_the_mcp_body_over_a_websocket_and_per_route(gw: Running) -> None:
         assert refused["error"]["code"] == -32602 and "sdk__add" in refused["error"]["message"]
 
 
+async def test_many_calls_at_once_each_answered_once_after_its_own_progress(gw: Running) -> None:
+    """Answers are written by the task that has them when the writer is idle, and queued behind
+    the writer otherwise (progress notifications always are): with forty calls in flight at once
+    every answer arrives exactly once, whole, and after every progress notification of its call."""
+    async with mcp_socket(gw.port) as peer:
+        await peer.initialize()
+        for i in range(40):
+            if i % 4 == 0:
+                await peer.send(call_msg(i, "sdk__slow", {"progressToken": f"t{i}"}, steps=3, delay=0.001))
+            else:
+                await peer.send(call_msg(i, "sdk__add", a=i, b=1000))
+        seen: list[dict[str, Any]] = []
+        with trio.fail_after(20):
+            while sum("id" in m for m in seen) < 40:
+                seen.append(await peer.next())
+        answers = [m["id"] for m in seen if "id" in m]
+        assert sorted(answers) == list(range(40))
+        for position, message in enumerate(seen):
+            if "id" not in message:
+                continue
+            i = message["id"]
+            if i % 4 == 0:
+                assert message["result"]["content"][0]["text"] == "done after 3 steps"
+                progress = [m["params"]["progress"] for m in seen[:position]
+                            if m.get("method") == "notifications/progress" and m["params"]["progressToken"] == f"t{i}"]
+                assert progress == [1, 2, 3]
+            else:
+                assert message["result"]["structuredContent"] == {"result": i + 1000}
+
+
 async def test_a_cancelled_call_is_cancelled_upstream_and_so_is_a_call_whose_socket_closes(gw: Running) -> None:
     supervisor = gw.gateway.supervisors["sdk"]
 

@@ -102,6 +102,38 @@ async def test_every_wire_serves_the_same_body(gw: Running, tmp_path: Path, wire
             assert names == {"time__get_current_time", "time__convert_time"}
 
 
+async def test_legacy_sse_answers_many_calls_at_once_each_after_its_own_progress(gw: Running, tmp_path: Path) -> None:
+    """SSE answers go out from the task that has them when the stream's writer is idle, and behind
+    it otherwise: thirty concurrent calls through the SDK's SSE client all get their own result,
+    each after its progress notifications."""
+    async with _sse(gw, tmp_path, "/") as client:
+        results: dict[int, Any] = {}
+        progress: dict[int, list[float]] = {}
+
+        async def one(i: int) -> None:
+            if i % 3 == 0:
+                progress[i] = []
+
+                async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                    progress[i].append(value)
+
+                results[i] = await client.call_tool("sdk__slow", {"steps": 3, "delay": 0.001},
+                                                    progress_callback=on_progress)
+            else:
+                results[i] = await client.call_tool("sdk__add", {"a": i, "b": 1000})
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for i in range(30):
+                    nursery.start_soon(one, i)
+        for i, result in results.items():
+            if i % 3 == 0:
+                assert "3" in result.content[0].text and progress[i] == [1, 2, 3]
+            else:
+                assert result.structured_content == {"result": i + 1000}
+        assert len(results) == 30
+
+
 async def test_sessions_of_connection_wires_end_with_their_connection(gw: Running, tmp_path: Path) -> None:
     async with _sse(gw, tmp_path, "/") as client:
         await client.list_tools()
