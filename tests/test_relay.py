@@ -192,6 +192,21 @@ async def test_a_request_state_that_names_nothing_is_invalid_params(gw: Running)
     assert "requestState names no pending request" in reply.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("key", ["requestState", "request\\u0053tate"])
+async def test_a_retry_is_a_retry_without_the_capability_and_behind_an_escaped_key(gw: Running, key: str) -> None:
+    """A requestState makes a request a retry, checked as one, even from a client that declared no
+    capability to be asked anything, and however the key is spelled (a JSON escape is the same key)."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "test_sampling", "arguments": {"prompt": "x"}, "requestState": "forged",
+        "inputResponses": {"q": {}}, "_meta": meta}}).replace('"requestState"', f'"{key}"').encode()
+    async with HTTPClient.connect(gw.port) as http:
+        reply = await http.post("/mcp", body, headers={"mcp-protocol-version": "2026-07-28",
+                                                       "mcp-method": "tools/call", "mcp-name": "test_sampling"})
+    assert reply.status == 400 and reply.json()["error"]["code"] == -32602
+    assert "requestState names no pending request" in reply.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("lifecycle", ["session", "call"])
 async def test_an_instance_of_one_client_is_offered_only_what_that_client_offered(lifecycle: str) -> None:
     from tests.helpers import sdk_server
