@@ -116,6 +116,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     h["no_audit_p99_ms"] = _get(f, "everything_but_audit", "latency_ms", "p99")
     h["no_audit_vs_bare"] = _ratio(h["no_audit_rps"], h["full_bare_rps"])
     h["audit_cost"] = f.get("audit_cost")
+    h["audit_rows"] = f.get("audit_rows")
     h["full_half_rate"] = _get(f, "half_peak", "rate")
     h["full_half_p50_ms"] = _get(f, "half_peak", "latency_ms", "p50")
     h["full_half_p99_ms"] = _get(f, "half_peak", "latency_ms", "p99")
@@ -366,7 +367,8 @@ def _pipeline_rows(L: list[str], h: dict[str, Any]) -> None:
     cost = h.get("audit_cost")
     L.append(f"| Everything but the audit log ({_fmt(h.get('no_audit_rps'), '/s')}) / bare forwarder; p99 "
              f"{_fmt(h.get('no_audit_p99_ms'), ' ms', 3)} | {_fmt(h.get('no_audit_vs_bare'), '×')} | | "
-             f"audit log's cost: {_fmt(None if cost is None else cost * 100, ' %', 1)} |")
+             f"audit log's cost: {_fmt(None if cost is None else cost * 100, ' %', 1)}; rows it wrote in part f: "
+             f"{_fmt(h.get('audit_rows'))} |")
     L.append(f"| p50 / p99 at 10 connections, everything on (peak) | {_fmt(h['full_p50_ms'], ' ms', 3)} / "
              f"{_fmt(h['full_p99_ms'], ' ms', 3)} | p99 ≤ 2 ms | {_verdict(h['full_p99_ms'], t['p99_ms'], False)} |")
     L.append(f"| p50 / p99 at half that peak ({_fmt(h.get('full_half_rate'), '/s')} paced), everything on | "

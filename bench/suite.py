@@ -912,7 +912,7 @@ def part_f(ctx: Context) -> dict[str, Any]:
             for w in ("sse", "ws", "stateless"):
                 out["wires"][w]["ratio_vs_streamable"] = round(out["wires"][w]["throughput_rps"] / base, 3) \
                     if base else None
-            out["audit_rows"] = _count_rows(ctx.tmp / "full-audit.db", "audit")
+            out["audit_rows"] = _count_rows(ctx.tmp / "full-audit.db", "audit_log")
     finally:
         ctx.stop(bare, grace=5)
     out["peers"] = {}
