@@ -328,6 +328,11 @@ class Dispatcher:
         """A 2026-07-28 call that may need the client's input (see gateway/mrtr.py): the result, or an
         InputRequiredResult with the upstream's question; a retry carries the answer to it."""
         assert ctx.modern is not None
+        raw = b"" if isinstance(msg.params, msgspec.UnsetType) else bytes(memoryview(msg.params))
+        if b"requestState" not in raw and b"\\u" not in raw and not self.exchanges.open(ctx.modern.client_capabilities):
+            # Not a retry (the key cannot hide behind an escape either) and no question possible:
+            # a plain call, without decoding params once more here.
+            return await self.router.handle(ctx, msg)
         params = jsonrpc.decode_params(msg)
         state = jsonrpc.decode_any(params.get("requestState"))
         binding = (str(msg.method), jsonrpc.decode_any(params.get("uri" if msg.method == "resources/read" else "name")))

@@ -22,7 +22,6 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -73,9 +72,9 @@ class _Envelope(msgspec.Struct):
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 
 
-@dataclass(frozen=True, slots=True)
-class ModernRequest:
-    """A 2026-07-28 request that passed the ladder."""
+class ModernRequest(msgspec.Struct, frozen=True):
+    """A 2026-07-28 request that passed the ladder (a Struct: built per request, a frozen
+    dataclass's field-by-field set costs several times more)."""
 
     version: str
     client_capabilities: Any  # decoded; {} when the client offers nothing optional
@@ -162,42 +161,45 @@ def classify(msg: jsonrpc.Message, headers: Mapping[bytes, bytes] | None) -> Mod
        this rung comes before the version's, so a client that disagrees with itself is told so;
     3. the version is one we speak (-32022, naming what we speak); a log level is a known one (-32602).
     """
-    request_id = jsonrpc.request_id(msg)
+    # (The request id is looked up only for an error: this runs for every 2026-07-28 request.)
     envelope = _decode_envelope(msg.params) if not isinstance(msg.params, UnsetType) else None
     meta = envelope.meta if envelope is not None else UNSET
     if not isinstance(meta, _Meta):
         raise ProtocolError(INVALID_PARAMS, f"params._meta must be an object carrying the required "
-                                            f"{PROTOCOL_VERSION_KEY!r} and {CLIENT_CAPABILITIES_KEY!r} keys", request_id)
-    missing = [key for key, value in ((PROTOCOL_VERSION_KEY, meta.protocol_version),
-                                      (CLIENT_CAPABILITIES_KEY, meta.client_capabilities))
-               if isinstance(value, UnsetType)]
-    if missing:
-        raise ProtocolError(INVALID_PARAMS, f"params._meta is missing the required key(s): {', '.join(missing)}",
-                            request_id)
+                                            f"{PROTOCOL_VERSION_KEY!r} and {CLIENT_CAPABILITIES_KEY!r} keys",
+                            jsonrpc.request_id(msg))
     version = meta.protocol_version
+    if isinstance(version, UnsetType) or isinstance(meta.client_capabilities, UnsetType):
+        missing = [key for key, value in ((PROTOCOL_VERSION_KEY, version),
+                                          (CLIENT_CAPABILITIES_KEY, meta.client_capabilities))
+                   if isinstance(value, UnsetType)]
+        raise ProtocolError(INVALID_PARAMS, f"params._meta is missing the required key(s): {', '.join(missing)}",
+                            jsonrpc.request_id(msg))
     if headers is not None:
         header = headers.get(b"mcp-protocol-version")
         if header is None or header.decode("latin-1") != version:
             raise ProtocolError(HEADER_MISMATCH, "MCP-Protocol-Version header does not match the request's "
-                                                 "protocol version", request_id)
+                                                 "protocol version", jsonrpc.request_id(msg))
+        method = msg.method
         method_header = headers.get(METHOD_HEADER)
-        if method_header is None or method_header.decode("latin-1") != msg.method:
-            raise ProtocolError(HEADER_MISMATCH, "Mcp-Method header does not match the request's method", request_id)
-        key = NAME_BEARING.get(msg.method) if isinstance(msg.method, str) else None
+        if method_header is None or method_header.decode("latin-1") != method:
+            raise ProtocolError(HEADER_MISMATCH, "Mcp-Method header does not match the request's method",
+                                jsonrpc.request_id(msg))
+        key = NAME_BEARING.get(method) if isinstance(method, str) else None
         if key is not None and envelope is not None:
-            body_value = getattr(envelope, key)
+            body_value = envelope.name if key == "name" else getattr(envelope, key)
             if not isinstance(body_value, UnsetType) and body_value is not None and \
                     decode_header_value(headers.get(NAME_HEADER)) != body_value:
                 raise ProtocolError(HEADER_MISMATCH, f"Mcp-Name header does not match the request's {key!r}",
-                                    request_id)
+                                    jsonrpc.request_id(msg))
     if not isinstance(version, str):
-        raise ProtocolError(INVALID_PARAMS, f"{PROTOCOL_VERSION_KEY} must be a string", request_id)
-    if not is_modern_version(version):
-        raise unsupported_version(request_id, version)
+        raise ProtocolError(INVALID_PARAMS, f"{PROTOCOL_VERSION_KEY} must be a string", jsonrpc.request_id(msg))
+    if version not in MODERN_VERSIONS:
+        raise unsupported_version(jsonrpc.request_id(msg), version)
     level = meta.log_level
-    if not isinstance(level, UnsetType) and level not in LOG_LEVELS:
+    if level is not UNSET and level not in LOG_LEVELS:
         raise ProtocolError(INVALID_PARAMS, f"Invalid params: unknown {LOG_LEVEL_KEY} {str(level)[:40]!r}",
-                            request_id)
+                            jsonrpc.request_id(msg))
     caps = meta.client_capabilities
     return ModernRequest(version=version, client_capabilities=caps if isinstance(caps, dict) else {},
                          client_info=None if isinstance(meta.client_info, UnsetType) else meta.client_info,
