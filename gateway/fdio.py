@@ -79,7 +79,7 @@ async def read_when_readable(fd: int, size: int) -> bytes:
             raise trio.BrokenResourceError(f"connection broken: {exc}") from exc
 
 
-async def receive_some(stream: trio.abc.ReceiveStream, size: int) -> bytes | bytearray:
+async def receive_some(stream: trio.abc.ReceiveStream, size: int) -> bytes:
     """``stream.receive_some(size)``, through :func:`read_when_readable` when the stream is a
     socket (trio's SocketStream) or a pipe (trio's FdStream)."""
     sock = getattr(stream, "socket", None)
@@ -88,4 +88,5 @@ async def receive_some(stream: trio.abc.ReceiveStream, size: int) -> bytes | byt
     fileno = getattr(stream, "fileno", None)
     if callable(fileno):
         return await read_when_readable(fileno(), size)
-    return await stream.receive_some(size)
+    data = await stream.receive_some(size)
+    return data if isinstance(data, bytes) else bytes(data)
