@@ -4,7 +4,7 @@ trio's ``send_all`` yields to the scheduler after every successful send, and a w
 needs a cancel scope with a deadline; both cost more than the ``send`` itself for the answers the
 gateway writes (a few hundred bytes into an empty socket buffer). :func:`send_within` first offers
 the bytes to the socket directly (it is non-blocking under trio); only what the kernel does not take
-at once is written the usual way, within the timeout. An upstream's stdin pipe uses :func:`write_fd`
+at once is written the usual way, within the timeout. An upstream's stdin pipe uses :func:`write_now`
 the same way. Callers guarantee one writer per descriptor at a time (a connection writes one response
 at a time; a WebSocket's frames go out under its lock; an upstream has one writer task).
 
@@ -43,10 +43,19 @@ def write_fd(fd: int, data: bytes | memoryview) -> int:
         raise trio.BrokenResourceError(f"connection broken: {exc}") from exc
 
 
-def write_now(stream: trio.abc.Stream, data: bytes | memoryview) -> int:
-    """:func:`write_fd` on the socket under ``stream`` (0 when the stream is not a socket)."""
+def _fileno(stream: object) -> int | None:
+    """The descriptor under trio's SocketStream or FdStream (-1 once closed); None for other streams."""
     sock = getattr(stream, "socket", None)
-    return 0 if sock is None else write_fd(sock.fileno(), data)
+    if sock is not None:
+        return int(sock.fileno())
+    fileno = getattr(stream, "fileno", None)
+    return int(fileno()) if callable(fileno) else None
+
+
+def write_now(stream: trio.abc.SendStream, data: bytes | memoryview) -> int:
+    """:func:`write_fd` on the socket or pipe under ``stream`` (0 when it has no descriptor)."""
+    fd = _fileno(stream)
+    return 0 if fd is None else write_fd(fd, data)
 
 
 async def send_within(stream: trio.abc.Stream, data: bytes, timeout: float) -> None:
@@ -82,11 +91,8 @@ async def read_when_readable(fd: int, size: int) -> bytes:
 async def receive_some(stream: trio.abc.ReceiveStream, size: int) -> bytes:
     """``stream.receive_some(size)``, through :func:`read_when_readable` when the stream is a
     socket (trio's SocketStream) or a pipe (trio's FdStream)."""
-    sock = getattr(stream, "socket", None)
-    if sock is not None:
-        return await read_when_readable(sock.fileno(), size)
-    fileno = getattr(stream, "fileno", None)
-    if callable(fileno):
-        return await read_when_readable(fileno(), size)
+    fd = _fileno(stream)
+    if fd is not None:
+        return await read_when_readable(fd, size)
     data = await stream.receive_some(size)
     return data if isinstance(data, bytes) else bytes(data)

@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import trio
 
 from .. import logsafe
-from ..fdio import receive_some, write_fd
+from ..fdio import receive_some, write_now
 from .channel import LaunchError
 
 log = logging.getLogger("mcp_gateway.upstream")
@@ -56,17 +56,11 @@ class ProcessChannel:
         assert process.stdin is not None and process.stdout is not None
         self._stdin = process.stdin
         self._stdout = process.stdout
-        fileno = getattr(process.stdin, "fileno", None)  # trio's FdStream on Unix (-1 once closed)
-        self._stdin_fileno: Callable[[], int] | None = fileno if callable(fileno) else None
 
     async def send_all(self, data: bytes) -> None:
         # The pipe is non-blocking under trio: what it takes at once is written without the
         # scheduler round trio's send_all begins with (one writer task per channel, so no race).
-        fd = self._stdin_fileno() if self._stdin_fileno is not None else -1
-        if fd < 0:
-            await self._stdin.send_all(data)  # not a plain pipe, or closed: trio says which
-            return
-        sent = write_fd(fd, data)
+        sent = write_now(self._stdin, data)
         if sent < len(data):
             await self._stdin.send_all(memoryview(data)[sent:])
 
