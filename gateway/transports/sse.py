@@ -25,7 +25,7 @@ from ..protocol.errors import INVALID_REQUEST
 from ..protocol.inbound import Rejection
 from ..session import SessionManager, sse_frame
 from .sse_stream import JSON_HEADERS, KEEPALIVE, SSE_HEADERS
-from .wire import WireSession
+from .wire import WireSession, acquire
 
 if TYPE_CHECKING:
     from ..router import Route
@@ -96,10 +96,7 @@ class LegacySSE:
             outbox = wire.outbox
             try:
                 async for data in outbox:
-                    try:
-                        writing.acquire_nowait()
-                    except trio.WouldBlock:
-                        await writing.acquire()
+                    await acquire(writing)
                     try:
                         # b"": the keepalive's turn (so one task writes the stream, and a message costs no timer)
                         await responder.write(sse_frame(data) if data else b": ping\n\n")

@@ -71,7 +71,7 @@ from ..http.server import Handler, Headers, Request, Responder
 from ..protocol import jsonrpc
 from ..protocol.errors import GATEWAY_SHUTTING_DOWN, ProtocolError
 from ..session import SessionManager
-from .wire import WireSession
+from .wire import WireSession, acquire
 from .ws_frames import ClientFrames, Raw as RawFrame, Refused, Text, text_frame
 
 if TYPE_CHECKING:
@@ -464,17 +464,13 @@ class _Socket:
         """Send one frame (False: the socket is closing or broken, nothing was sent): a wsproto event,
         or a whole text message's frame made by :func:`text_frame` (wsproto keeps no state for those,
         and going through it would decode and re-encode every answer)."""
-        lock = self._lock
-        try:
-            lock.acquire_nowait()  # no scheduler round when nobody else is writing (the usual case)
-        except trio.WouldBlock:
-            await lock.acquire()
+        await acquire(self._lock)
         try:
             if self._close_sent or self._broken or self._ws.state not in _OPEN_STATES:
                 return False
             return await self._write(event if isinstance(event, bytes) else self._ws.send(event))
         finally:
-            lock.release()
+            self._lock.release()
 
     async def _direct(self, data: bytes) -> bool:
         """The wire's write-through (WireSession.deliver): an answer's frame written by the task that

@@ -37,6 +37,15 @@ log = logging.getLogger("mcp_gateway.wire")
 OUTBOX: Final = 256  # messages queued for a client that reads slower than it asks
 
 
+async def acquire(lock: trio.Lock) -> None:
+    """``await lock.acquire()``, without its scheduler round when the lock is free (a wire's writer,
+    the usual case: nobody else is writing)."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+
+
 class _Back:
     """A request's back-channel on a connection wire: the connection itself."""
 
