@@ -163,6 +163,10 @@ def _target(msg: Message, ctx: CallContext) -> str | None:
     return value[:500] if isinstance(value, str) else None
 
 
+def _params_bytes(msg: Message) -> bytes:
+    return b"" if isinstance(msg.params, msgspec.UnsetType) else bytes(memoryview(msg.params))
+
+
 def _arguments(params: bytes) -> Raw | None:
     if not params:
         return None
@@ -300,7 +304,7 @@ class Dispatcher:
         elif ctx.arguments is not msgspec.UNSET:
             arguments = ctx.arguments
         else:
-            arguments = _arguments(b"" if isinstance(raw_params, msgspec.UnsetType) else bytes(memoryview(raw_params)))
+            arguments = _arguments(_params_bytes(msg))
         session = ctx.session
         client = session.client_info if session is not None else (ctx.modern.client_info if ctx.modern else None)
         tool = ctx.tool
@@ -328,7 +332,7 @@ class Dispatcher:
         """A 2026-07-28 call that may need the client's input (see gateway/mrtr.py): the result, or an
         InputRequiredResult with the upstream's question; a retry carries the answer to it."""
         assert ctx.modern is not None
-        raw = b"" if isinstance(msg.params, msgspec.UnsetType) else bytes(memoryview(msg.params))
+        raw = _params_bytes(msg)
         if b"requestState" not in raw and b"\\u" not in raw and not self.exchanges.open(ctx.modern.client_capabilities):
             # Not a retry (the key cannot hide behind an escape either) and no question possible:
             # a plain call, without decoding params once more here.
