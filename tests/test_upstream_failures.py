@@ -119,6 +119,11 @@ async def test_server_that_exits_during_initialize_is_reported_not_fatal() -> No
                            "restart_backoff": "50ms"}})
     async with running_gateway(cfg) as gw:
         dies = gw.gateway.supervisors["dies"]
+        # It retries in the background (50 ms, then doubling): between two attempts it is "failed",
+        # during one "starting", so the check waits for the next gap instead of racing a restart.
+        with trio.fail_after(5):
+            while dies.state != "failed":
+                await trio.sleep(0.005)
         assert dies.state == "failed"
         assert dies.last_error == "server 'dies' exited with status 1 while starting"
         async with Client(gw.url, mode="legacy") as client:
