@@ -30,4 +30,5 @@ lint: install
 	$(VENV)/bin/mypy gateway sandbox admin
 
 bench: install test-env
+	scripts/bench-env
 	bench/run

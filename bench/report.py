@@ -121,6 +121,13 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     h["full_half_p50_ms"] = _get(f, "half_peak", "latency_ms", "p50")
     h["full_half_p99_ms"] = _get(f, "half_peak", "latency_ms", "p99")
     h["bare_cpu_us"] = _get(f, "bare_forwarder", "cpu_us_per_call")
+    wrk = f.get("wrk") or {}
+    h["wrk_note"] = wrk.get("skipped") or wrk.get("error")
+    h["wrk_full_rps"] = _get(wrk, "everything_on", "throughput_rps")
+    h["wrk_bare_rps"] = _get(wrk, "bare_forwarder", "throughput_rps")
+    h["wrk_full_vs_bare"] = wrk.get("ratio_vs_bare")
+    h["wrk_full_p99_ms"] = _get(wrk, "everything_on", "latency_ms", "p99")
+    h["wrk_bare_p99_ms"] = _get(wrk, "bare_forwarder", "latency_ms", "p99")
     for w in ("streamable", "sse", "ws", "stateless"):
         h[f"wire_{w}_rps"] = _get(f, "wires", w, "throughput_rps")
         h[f"wire_{w}_ratio"] = _get(f, "wires", w, "ratio_vs_streamable")
@@ -371,6 +378,15 @@ def _pipeline_rows(L: list[str], h: dict[str, Any]) -> None:
              f"{_fmt(h.get('audit_rows'))} |")
     L.append(f"| p50 / p99 at 10 connections, everything on (peak) | {_fmt(h['full_p50_ms'], ' ms', 3)} / "
              f"{_fmt(h['full_p99_ms'], ' ms', 3)} | p99 ≤ 2 ms | {_verdict(h['full_p99_ms'], t['p99_ms'], False)} |")
+    if h.get("wrk_note"):
+        L.append(f"| The same pair measured with wrk | not measured: {h['wrk_note']} | | |")
+    elif h.get("wrk_full_rps") is not None:
+        L.append(f"| The same pair measured with wrk (one session each, ABBA): everything on "
+                 f"({_fmt(h['wrk_full_rps'], '/s')}) / bare forwarder ({_fmt(h['wrk_bare_rps'], '/s')}) | "
+                 f"{_fmt(h['wrk_full_vs_bare'], '×')} | ≥ 1.0× | {_verdict(h['wrk_full_vs_bare'], t['full_vs_bare'], True)} |")
+        L.append(f"| p99 at 10 connections with wrk: everything on / bare forwarder | "
+                 f"{_fmt(h['wrk_full_p99_ms'], ' ms', 3)} / {_fmt(h['wrk_bare_p99_ms'], ' ms', 3)} | p99 ≤ 2 ms | "
+                 f"{_verdict(h['wrk_full_p99_ms'], t['p99_ms'], False)} |")
     L.append(f"| p50 / p99 at half that peak ({_fmt(h.get('full_half_rate'), '/s')} paced), everything on | "
              f"{_fmt(h.get('full_half_p50_ms'), ' ms', 3)} / {_fmt(h.get('full_half_p99_ms'), ' ms', 3)} | p99 ≤ 2 ms | "
              f"{_verdict(h.get('full_half_p99_ms'), t['p99_ms'], False)} |")

@@ -685,24 +685,32 @@ def parse_wrk(text: str) -> dict[str, Any]:
     return out
 
 
-def run_wrk(ctx: Context, gw: GatewayProc, duration: float) -> dict[str, Any]:
+def run_wrk(ctx: Context, port: int, duration: float, *, server_pid: int, tool: str = "fast__echo",
+            authorization: str | None = None) -> dict[str, Any]:
+    """wrk -c10 on the load core, on one session of the server at ``port`` (``authorization``: the
+    Authorization header's value, handed to wrk_call.lua in its environment, never in argv)."""
     if not shutil.which("wrk"):
-        raise Skip("wrk is not installed (apt-get install wrk)")
-    client = MiniClient(gw.port)
+        raise Skip("wrk is not installed (make bench installs it: scripts/bench-env)")
+    client = MiniClient(port)
+    if authorization:
+        client.headers["Authorization"] = authorization
     try:
         client.initialize()
     finally:
         client.close()
-    env = dict(os.environ, MCP_SESSION_ID=client.session_id or "", MCP_BENCH_TOOL="fast__echo")
+    env = dict(os.environ, MCP_SESSION_ID=client.session_id or "", MCP_BENCH_TOOL=tool,
+               MCP_AUTHORIZATION=authorization or "")
     cmd = ctx.pin(LOAD_CORE) + ["wrk", "-t1", "-c10", f"-d{max(1, round(duration))}s", "--latency",
-                                "-s", str(ROOT / "bench" / "wrk_call.lua"), gw.url]
+                                "-s", str(ROOT / "bench" / "wrk_call.lua"), f"http://127.0.0.1:{port}/mcp"]
     report: dict[str, Any] = {}
-    with cpu_meter(gw.pid, report):
+    with cpu_meter(server_pid, report):
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60, check=False)
     report |= parse_wrk(r.stdout)
     report["connections"] = 10
     if "throughput_rps" not in report:
         raise RuntimeError(f"wrk failed: {(r.stdout + r.stderr)[-400:]}")
+    if report.get("errors"):
+        raise RuntimeError(f"wrk: {report.get('mcp_line')}")
     return report
 
 
@@ -734,7 +742,7 @@ def part_b(ctx: Context) -> dict[str, Any]:
             ctx, inflight=10, duration=s.peak_duration, rate=half))
         log("b: wrk, one session, 10 connections")
         try:
-            out["wrk"] = undisturbed(ctx, "wrk", lambda: run_wrk(ctx, gw, s.peak_duration))
+            out["wrk"] = undisturbed(ctx, "wrk", lambda: run_wrk(ctx, gw.port, s.peak_duration, server_pid=gw.pid))
         except Skip as exc:
             out["wrk"] = {"skipped": str(exc)}
         except Exception as exc:
@@ -877,7 +885,8 @@ def part_f(ctx: Context) -> dict[str, Any]:
                                                 "auth": {"api_keys": {"path": str(ctx.tmp / "full-keys-2.db")}}}
         with GatewayProc(ctx, "gw-full", {"fast": process_server()}, extra=full_pipeline_config(ctx)) as gw, \
                 GatewayProc(ctx, "gw-full-no-audit", {"fast": process_server()}, extra=no_audit) as gw2:
-            auth = ["--header", f"Authorization: Bearer {create_key(ctx, ctx.tmp / 'gw-full.json')}"]
+            bearer = f"Bearer {create_key(ctx, ctx.tmp / 'gw-full.json')}"
+            auth = ["--header", f"Authorization: {bearer}"]
             auth2 = ["--header", f"Authorization: Bearer {create_key(ctx, ctx.tmp / 'gw-full-no-audit.json')}"]
 
             def load(url: str, pid: int, tool: str, extra: list[str]) -> Callable[[], dict[str, Any]]:
@@ -905,6 +914,7 @@ def part_f(ctx: Context) -> dict[str, Any]:
             out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] /
                                          out["bare_forwarder"]["throughput_rps"], 3) \
                 if out["bare_forwarder"]["throughput_rps"] else None
+            out["wrk"] = _wrk_pair(ctx, rounds, bare=(port, bare.pid), full=(gw.port, gw.pid), bearer=bearer)
             wires = {w: load(gw.url, gw.pid, "fast__echo", [*auth, "--wire", w])
                      for w in ("streamable", "sse", "ws", "stateless")}
             out["wires"] = _medians(alternate(ctx, wires, max(2, s.repeats - 1), "f: wires"))
@@ -921,6 +931,25 @@ def part_f(ctx: Context) -> dict[str, Any]:
             out["peers"][name] = peer_ratio(ctx, name, path, rounds)
         except Exception as exc:  # a peer that fails does not sink the part
             out["peers"][name] = {"error": f"{exc}"[:500]}
+    return out
+
+
+def _wrk_pair(ctx: Context, rounds: int, *, bare: tuple[int, int], full: tuple[int, int],
+              bearer: str) -> dict[str, Any]:
+    """The same pair measured by wrk (C, one session): a second load generator, with far less
+    jitter of its own than bench.load, for the tail figures (skipped without wrk)."""
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk is not installed (make bench installs it: scripts/bench-env)"}
+    duration = ctx.s.peak_duration
+    try:
+        out = _medians(alternate(ctx, {
+            "bare_forwarder": lambda: run_wrk(ctx, bare[0], duration, server_pid=bare[1], tool="echo"),
+            "everything_on": lambda: run_wrk(ctx, full[0], duration, server_pid=full[1], authorization=bearer)},
+            rounds, "f: wrk"))
+    except Exception as exc:  # wrk failing does not sink the part
+        return {"error": f"{exc}"[:500]}
+    base = out["bare_forwarder"]["throughput_rps"]
+    out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] / base, 3) if base else None
     return out
 
 

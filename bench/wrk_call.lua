@@ -4,7 +4,8 @@
 --     wrk -t2 -c10 -d10s -s bench/wrk_call.lua http://127.0.0.1:8080/mcp
 --
 -- Env: MCP_SESSION_ID (required for a stateful server), MCP_BENCH_TOOL (default fast__echo),
--- MCP_BENCH_ARGS (JSON, default {"text":"hello"}), MCP_PROTOCOL_VERSION (default 2025-11-25).
+-- MCP_BENCH_ARGS (JSON, default {"text":"hello"}), MCP_PROTOCOL_VERSION (default 2025-11-25),
+-- MCP_AUTHORIZATION (an Authorization header value, e.g. "Bearer <key>": from the environment, never argv).
 -- The path is the URL's. Ids are "<thread><9-digit counter>", unique across threads. Each answer
 -- is checked: HTTP 200, a "result", no "isError":true, and an id this thread sent and has not seen
 -- answered yet (a fixed id lets some servers misroute replies while wrk reports no error).
@@ -29,6 +30,10 @@ function init(args)
   }
   if sid and sid ~= "" then
     headers["Mcp-Session-Id"] = sid
+  end
+  local authorization = os.getenv("MCP_AUTHORIZATION")
+  if authorization and authorization ~= "" then
+    headers["Authorization"] = authorization
   end
   head = '{"jsonrpc":"2.0","id":'
   tail = ',"method":"tools/call","params":{"name":"' .. tool .. '","arguments":' .. arguments .. '}}'
