@@ -152,3 +152,25 @@ async def test_load_modes_in_process(nursery: trio.Nursery) -> None:
         bad = load.Target.from_url(url, "no_such_tool", "{}", timeout=5)
         report = await load.run_load(bad, sessions=1, inflight=1, mode="call", warmup=0, duration=0.2)
         assert report["requests"] == 0 and report["errors"] > 0
+
+
+def test_report_shows_the_wrk_pair_of_part_f_or_why_it_is_missing() -> None:
+    from bench import report
+
+    def run(rps: float, p99: float) -> dict[str, Any]:
+        return {"throughput_rps": rps, "latency_ms": {"p50": 1.0, "p99": p99}, "cpu_us_per_call": 140.0}
+
+    pipeline: dict[str, Any] = {"bare_forwarder": run(8000, 2.5), "everything_on": run(7200, 3.0),
+                                "ratio_vs_bare": 0.9,
+                                "wrk": {"bare_forwarder": run(9000, 2.2), "everything_on": run(8100, 1.9),
+                                        "ratio_vs_bare": 0.9}}
+    results: dict[str, Any] = {"settings": {}, "parts": {"pipeline": pipeline}}
+    text = report.markdown(results)
+    assert "everything on (8,100/s) / bare forwarder (9,000/s) | 0.90× | ≥ 1.0× | **missed** |" in text
+    assert "| p99 at 10 connections with wrk: everything on / bare forwarder | 1.900 ms / 2.200 ms | p99 ≤ 2 ms | met |" \
+        in text
+
+    pipeline["wrk"] = {"skipped": "wrk is not installed (make bench installs it: scripts/bench-env)"}
+    text = report.markdown(results)
+    assert "| The same pair measured with wrk | not measured: wrk is not installed" in text
+    assert "p99 at 10 connections with wrk" not in text
