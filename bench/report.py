@@ -128,6 +128,11 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     h["wrk_full_vs_bare"] = wrk.get("ratio_vs_bare")
     h["wrk_full_p99_ms"] = _get(wrk, "everything_on", "latency_ms", "p99")
     h["wrk_bare_p99_ms"] = _get(wrk, "bare_forwarder", "latency_ms", "p99")
+    wires_wrk = f.get("wires_wrk") or {}
+    h["wrk_wires_note"] = wires_wrk.get("skipped") or wires_wrk.get("error")
+    h["wrk_streamable_rps"] = _get(wires_wrk, "streamable", "throughput_rps")
+    h["wrk_stateless_rps"] = _get(wires_wrk, "stateless", "throughput_rps")
+    h["wrk_stateless_ratio"] = _get(wires_wrk, "stateless", "ratio_vs_streamable")
     for w in ("streamable", "sse", "ws", "stateless"):
         h[f"wire_{w}_rps"] = _get(f, "wires", w, "throughput_rps")
         h[f"wire_{w}_ratio"] = _get(f, "wires", w, "ratio_vs_streamable")
@@ -398,6 +403,12 @@ def _pipeline_rows(L: list[str], h: dict[str, Any]) -> None:
         L.append(f"| {label} ({_fmt(h[f'wire_{w}_rps'], '/s')}) / Streamable HTTP ({_fmt(h['wire_streamable_rps'], '/s')}),"
                  f" everything on | {_fmt(h[f'wire_{w}_ratio'], '×')} | ≥ 0.9× | "
                  f"{_verdict(h[f'wire_{w}_ratio'], t['wire_vs_streamable'], True)} |")
+    if h.get("wrk_wires_note"):
+        L.append(f"| 2026-07-28 stateless / Streamable HTTP with wrk | not measured: {h['wrk_wires_note']} | | |")
+    elif h.get("wrk_stateless_rps") is not None:
+        L.append(f"| 2026-07-28 stateless ({_fmt(h['wrk_stateless_rps'], '/s')}) / Streamable HTTP "
+                 f"({_fmt(h['wrk_streamable_rps'], '/s')}), everything on, with wrk | {_fmt(h['wrk_stateless_ratio'], '×')} "
+                 f"| ≥ 0.9× | {_verdict(h['wrk_stateless_ratio'], t['wire_vs_streamable'], True)} |")
     if not h.get("peers"):
         L.append("| Gateway / agentgateway, same method | not measured (`bench/run --peer agentgateway=PATH`) "
                  "| ≥ 0.5× | |")

@@ -73,6 +73,7 @@ def nofile_limit(want: int) -> int:
     """``want`` capped at the hard RLIMIT_NOFILE we inherited."""
     return want if NOFILE_HARD == resource.RLIM_INFINITY else min(want, NOFILE_HARD)
 VERSION = "2025-11-25"
+MODERN_VERSION = "2026-07-28"  # the stateless era (wrk_call.lua sends stateless requests for it)
 
 # Sandbox defaults (gateway/config.py) as docker run flags, for the hardened docker-run reference.
 HARDENED_FLAGS = [
@@ -686,20 +687,24 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 
 def run_wrk(ctx: Context, port: int, duration: float, *, server_pid: int, tool: str = "fast__echo",
-            authorization: str | None = None) -> dict[str, Any]:
-    """wrk -c10 on the load core, on one session of the server at ``port`` (``authorization``: the
-    Authorization header's value, handed to wrk_call.lua in its environment, never in argv)."""
+            authorization: str | None = None, stateless: bool = False) -> dict[str, Any]:
+    """wrk -c10 on the load core, on one session of the server at ``port`` (``stateless``: 2026-07-28
+    requests, no session; ``authorization``: the Authorization header's value, handed to wrk_call.lua
+    in its environment, never in argv)."""
     if not shutil.which("wrk"):
         raise Skip("wrk is not installed (make bench installs it: scripts/bench-env)")
-    client = MiniClient(port)
-    if authorization:
-        client.headers["Authorization"] = authorization
-    try:
-        client.initialize()
-    finally:
-        client.close()
-    env = dict(os.environ, MCP_SESSION_ID=client.session_id or "", MCP_BENCH_TOOL=tool,
-               MCP_AUTHORIZATION=authorization or "")
+    env = dict(os.environ, MCP_SESSION_ID="", MCP_BENCH_TOOL=tool, MCP_AUTHORIZATION=authorization or "")
+    if stateless:
+        env["MCP_PROTOCOL_VERSION"] = MODERN_VERSION
+    else:
+        client = MiniClient(port)
+        if authorization:
+            client.headers["Authorization"] = authorization
+        try:
+            client.initialize()
+        finally:
+            client.close()
+        env["MCP_SESSION_ID"] = client.session_id or ""
     cmd = ctx.pin(LOAD_CORE) + ["wrk", "-t1", "-c10", f"-d{max(1, round(duration))}s", "--latency",
                                 "-s", str(ROOT / "bench" / "wrk_call.lua"), f"http://127.0.0.1:{port}/mcp"]
     report: dict[str, Any] = {}
@@ -922,6 +927,7 @@ def part_f(ctx: Context) -> dict[str, Any]:
             for w in ("sse", "ws", "stateless"):
                 out["wires"][w]["ratio_vs_streamable"] = round(out["wires"][w]["throughput_rps"] / base, 3) \
                     if base else None
+            out["wires_wrk"] = _wrk_wires(ctx, max(2, s.repeats - 1), gw, bearer)
             out["audit_rows"] = _count_rows(ctx.tmp / "full-audit.db", "audit_log")
     finally:
         ctx.stop(bare, grace=5)
@@ -950,6 +956,24 @@ def _wrk_pair(ctx: Context, rounds: int, *, bare: tuple[int, int], full: tuple[i
         return {"error": f"{exc}"[:500]}
     base = out["bare_forwarder"]["throughput_rps"]
     out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] / base, 3) if base else None
+    return out
+
+
+def _wrk_wires(ctx: Context, rounds: int, gw: GatewayProc, bearer: str) -> dict[str, Any]:
+    """2026-07-28 stateless against Streamable HTTP through the everything-on gateway, with wrk: the
+    wire ratio without bench.load's own per-request work on either side (skipped without wrk)."""
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk is not installed (make bench installs it: scripts/bench-env)"}
+    duration = ctx.s.peak_duration
+    try:
+        out = _medians(alternate(ctx, {
+            "streamable": lambda: run_wrk(ctx, gw.port, duration, server_pid=gw.pid, authorization=bearer),
+            "stateless": lambda: run_wrk(ctx, gw.port, duration, server_pid=gw.pid, authorization=bearer,
+                                         stateless=True)}, rounds, "f: wires with wrk"))
+    except Exception as exc:  # wrk failing does not sink the part
+        return {"error": f"{exc}"[:500]}
+    base = out["streamable"]["throughput_rps"]
+    out["stateless"]["ratio_vs_streamable"] = round(out["stateless"]["throughput_rps"] / base, 3) if base else None
     return out
 
 

@@ -4,7 +4,8 @@
 --     wrk -t2 -c10 -d10s -s bench/wrk_call.lua http://127.0.0.1:8080/mcp
 --
 -- Env: MCP_SESSION_ID (required for a stateful server), MCP_BENCH_TOOL (default fast__echo),
--- MCP_BENCH_ARGS (JSON, default {"text":"hello"}), MCP_PROTOCOL_VERSION (default 2025-11-25),
+-- MCP_BENCH_ARGS (JSON, default {"text":"hello"}), MCP_PROTOCOL_VERSION (default 2025-11-25; 2026-07-28 or
+-- later sends stateless requests: no session, the _meta envelope, Mcp-Method and Mcp-Name),
 -- MCP_AUTHORIZATION (an Authorization header value, e.g. "Bearer <key>": from the environment, never argv).
 -- The path is the URL's. Ids are "<thread><9-digit counter>", unique across threads. Each answer
 -- is checked: HTTP 200, a "result", no "isError":true, and an id this thread sent and has not seen
@@ -35,8 +36,18 @@ function init(args)
   if authorization and authorization ~= "" then
     headers["Authorization"] = authorization
   end
+  local version = headers["MCP-Protocol-Version"]
+  local meta = ""
+  if version >= "2026-07-28" then
+    -- The stateless era: no session; the envelope in params._meta, the method and name in headers too.
+    headers["Mcp-Method"] = "tools/call"
+    headers["Mcp-Name"] = tool
+    meta = ',"_meta":{"io.modelcontextprotocol/protocolVersion":"' .. version .. '",'
+      .. '"io.modelcontextprotocol/clientCapabilities":{},'
+      .. '"io.modelcontextprotocol/clientInfo":{"name":"wrk","version":"1"}}'
+  end
   head = '{"jsonrpc":"2.0","id":'
-  tail = ',"method":"tools/call","params":{"name":"' .. tool .. '","arguments":' .. arguments .. '}}'
+  tail = ',"method":"tools/call","params":{"name":"' .. tool .. '","arguments":' .. arguments .. meta .. '}}'
   path = wrk.path
   n, bad, sample = 0, 0, nil
   pending = {}

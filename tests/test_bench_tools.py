@@ -165,12 +165,17 @@ def test_report_shows_the_wrk_pair_of_part_f_or_why_it_is_missing() -> None:
                                 "wrk": {"bare_forwarder": run(9000, 2.2), "everything_on": run(8100, 1.9),
                                         "ratio_vs_bare": 0.9}}
     results: dict[str, Any] = {"settings": {}, "parts": {"pipeline": pipeline}}
+    pipeline["wires_wrk"] = {"streamable": run(8000, 2.0), "stateless": run(7600, 2.1) | {"ratio_vs_streamable": 0.95}}
     text = report.markdown(results)
+    assert "| 2026-07-28 stateless (7,600/s) / Streamable HTTP (8,000/s), everything on, with wrk | 0.95× | ≥ 0.9× | met |" \
+        in text
     assert "everything on (8,100/s) / bare forwarder (9,000/s) | 0.90× | ≥ 1.0× | **missed** |" in text
     assert "| p99 at 10 connections with wrk: everything on / bare forwarder | 1.900 ms / 2.200 ms | p99 ≤ 2 ms | met |" \
         in text
 
     pipeline["wrk"] = {"skipped": "wrk is not installed (make bench installs it: scripts/bench-env)"}
+    pipeline["wires_wrk"] = {"skipped": "wrk is not installed (make bench installs it: scripts/bench-env)"}
     text = report.markdown(results)
+    assert "| 2026-07-28 stateless / Streamable HTTP with wrk | not measured: wrk is not installed" in text
     assert "| The same pair measured with wrk | not measured: wrk is not installed" in text
     assert "p99 at 10 connections with wrk" not in text
