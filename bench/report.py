@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -383,15 +384,13 @@ def _pipeline_rows(L: list[str], h: dict[str, Any]) -> None:
              f"{_fmt(h.get('audit_rows'))} |")
     L.append(f"| p50 / p99 at 10 connections, everything on (peak) | {_fmt(h['full_p50_ms'], ' ms', 3)} / "
              f"{_fmt(h['full_p99_ms'], ' ms', 3)} | p99 ≤ 2 ms | {_verdict(h['full_p99_ms'], t['p99_ms'], False)} |")
-    if h.get("wrk_note"):
-        L.append(f"| The same pair measured with wrk | not measured: {h['wrk_note']} | | |")
-    elif h.get("wrk_full_rps") is not None:
-        L.append(f"| The same pair measured with wrk (one session each, ABBA): everything on "
-                 f"({_fmt(h['wrk_full_rps'], '/s')}) / bare forwarder ({_fmt(h['wrk_bare_rps'], '/s')}) | "
-                 f"{_fmt(h['wrk_full_vs_bare'], '×')} | ≥ 1.0× | {_verdict(h['wrk_full_vs_bare'], t['full_vs_bare'], True)} |")
-        L.append(f"| p99 at 10 connections with wrk: everything on / bare forwarder | "
-                 f"{_fmt(h['wrk_full_p99_ms'], ' ms', 3)} / {_fmt(h['wrk_bare_p99_ms'], ' ms', 3)} | p99 ≤ 2 ms | "
-                 f"{_verdict(h['wrk_full_p99_ms'], t['p99_ms'], False)} |")
+    _wrk_rows(L, "The same pair measured with wrk", h.get("wrk_note"), h.get("wrk_full_rps") is not None, lambda: [
+        f"| The same pair measured with wrk (one session each, ABBA): everything on "
+        f"({_fmt(h['wrk_full_rps'], '/s')}) / bare forwarder ({_fmt(h['wrk_bare_rps'], '/s')}) | "
+        f"{_fmt(h['wrk_full_vs_bare'], '×')} | ≥ 1.0× | {_verdict(h['wrk_full_vs_bare'], t['full_vs_bare'], True)} |",
+        f"| p99 at 10 connections with wrk: everything on / bare forwarder | "
+        f"{_fmt(h['wrk_full_p99_ms'], ' ms', 3)} / {_fmt(h['wrk_bare_p99_ms'], ' ms', 3)} | p99 ≤ 2 ms | "
+        f"{_verdict(h['wrk_full_p99_ms'], t['p99_ms'], False)} |"])
     L.append(f"| p50 / p99 at half that peak ({_fmt(h.get('full_half_rate'), '/s')} paced), everything on | "
              f"{_fmt(h.get('full_half_p50_ms'), ' ms', 3)} / {_fmt(h.get('full_half_p99_ms'), ' ms', 3)} | p99 ≤ 2 ms | "
              f"{_verdict(h.get('full_half_p99_ms'), t['p99_ms'], False)} |")
@@ -403,12 +402,11 @@ def _pipeline_rows(L: list[str], h: dict[str, Any]) -> None:
         L.append(f"| {label} ({_fmt(h[f'wire_{w}_rps'], '/s')}) / Streamable HTTP ({_fmt(h['wire_streamable_rps'], '/s')}),"
                  f" everything on | {_fmt(h[f'wire_{w}_ratio'], '×')} | ≥ 0.9× | "
                  f"{_verdict(h[f'wire_{w}_ratio'], t['wire_vs_streamable'], True)} |")
-    if h.get("wrk_wires_note"):
-        L.append(f"| 2026-07-28 stateless / Streamable HTTP with wrk | not measured: {h['wrk_wires_note']} | | |")
-    elif h.get("wrk_stateless_rps") is not None:
-        L.append(f"| 2026-07-28 stateless ({_fmt(h['wrk_stateless_rps'], '/s')}) / Streamable HTTP "
-                 f"({_fmt(h['wrk_streamable_rps'], '/s')}), everything on, with wrk | {_fmt(h['wrk_stateless_ratio'], '×')} "
-                 f"| ≥ 0.9× | {_verdict(h['wrk_stateless_ratio'], t['wire_vs_streamable'], True)} |")
+    _wrk_rows(L, "2026-07-28 stateless / Streamable HTTP with wrk", h.get("wrk_wires_note"),
+              h.get("wrk_stateless_rps") is not None, lambda: [
+        f"| 2026-07-28 stateless ({_fmt(h['wrk_stateless_rps'], '/s')}) / Streamable HTTP "
+        f"({_fmt(h['wrk_streamable_rps'], '/s')}), everything on, with wrk | {_fmt(h['wrk_stateless_ratio'], '×')} "
+        f"| ≥ 0.9× | {_verdict(h['wrk_stateless_ratio'], t['wire_vs_streamable'], True)} |"])
     if not h.get("peers"):
         L.append("| Gateway / agentgateway, same method | not measured (`bench/run --peer agentgateway=PATH`) "
                  "| ≥ 0.5× | |")
@@ -419,6 +417,14 @@ def _pipeline_rows(L: list[str], h: dict[str, Any]) -> None:
             L.append(f"| Gateway ({_fmt(p['gateway_rps'], '/s')}) / {name} ({_fmt(p['peer_rps'], '/s')}), ABBA | "
                      f"{_fmt(p['ratio'], '×')} | ≥ 0.5× | {_verdict(p['ratio'], t['vs_peer'], True)} |")
     L.append("")
+
+
+def _wrk_rows(L: list[str], what: str, note: str | None, measured: bool, rows: Callable[[], list[str]]) -> None:
+    """A wrk figure's rows, or one row saying why it was not measured (nothing for an older run)."""
+    if note:
+        L.append(f"| {what} | not measured: {note} | | |")
+    elif measured:
+        L.extend(rows())
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
