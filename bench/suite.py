@@ -74,6 +74,7 @@ def nofile_limit(want: int) -> int:
     return want if NOFILE_HARD == resource.RLIM_INFINITY else min(want, NOFILE_HARD)
 VERSION = "2025-11-25"
 MODERN_VERSION = "2026-07-28"  # the stateless era (wrk_call.lua sends stateless requests for it)
+WRK_MISSING = "wrk is not installed (make bench installs it: scripts/bench-env)"
 
 # Sandbox defaults (gateway/config.py) as docker run flags, for the hardened docker-run reference.
 HARDENED_FLAGS = [
@@ -692,7 +693,7 @@ def run_wrk(ctx: Context, port: int, duration: float, *, server_pid: int, tool: 
     requests, no session; ``authorization``: the Authorization header's value, handed to wrk_call.lua
     in its environment, never in argv)."""
     if not shutil.which("wrk"):
-        raise Skip("wrk is not installed (make bench installs it: scripts/bench-env)")
+        raise Skip(WRK_MISSING)
     env = dict(os.environ, MCP_SESSION_ID="", MCP_BENCH_TOOL=tool, MCP_AUTHORIZATION=authorization or "")
     if stateless:
         env["MCP_PROTOCOL_VERSION"] = MODERN_VERSION
@@ -940,40 +941,44 @@ def part_f(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def _wrk_alternate(ctx: Context, rounds: int, what: str,
+                   contenders: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, Any]:
+    """``contenders`` measured by wrk (C, one session each), ABBA: their medians, or why there are
+    none (``skipped`` without wrk, ``error`` if it failed: neither sinks part f)."""
+    if not shutil.which("wrk"):
+        return {"skipped": WRK_MISSING}
+    try:
+        return _medians(alternate(ctx, contenders, rounds, what))
+    except Exception as exc:
+        return {"error": f"{exc}"[:500]}
+
+
 def _wrk_pair(ctx: Context, rounds: int, *, bare: tuple[int, int], full: tuple[int, int],
               bearer: str) -> dict[str, Any]:
-    """The same pair measured by wrk (C, one session): a second load generator, with far less
-    jitter of its own than bench.load, for the tail figures (skipped without wrk)."""
-    if not shutil.which("wrk"):
-        return {"skipped": "wrk is not installed (make bench installs it: scripts/bench-env)"}
+    """Everything on against the bare forwarder with wrk: a second load generator, with far less
+    jitter of its own than bench.load, for the tail figures."""
     duration = ctx.s.peak_duration
-    try:
-        out = _medians(alternate(ctx, {
-            "bare_forwarder": lambda: run_wrk(ctx, bare[0], duration, server_pid=bare[1], tool="echo"),
-            "everything_on": lambda: run_wrk(ctx, full[0], duration, server_pid=full[1], authorization=bearer)},
-            rounds, "f: wrk"))
-    except Exception as exc:  # wrk failing does not sink the part
-        return {"error": f"{exc}"[:500]}
-    base = out["bare_forwarder"]["throughput_rps"]
-    out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] / base, 3) if base else None
+    out = _wrk_alternate(ctx, rounds, "f: wrk", {
+        "bare_forwarder": lambda: run_wrk(ctx, bare[0], duration, server_pid=bare[1], tool="echo"),
+        "everything_on": lambda: run_wrk(ctx, full[0], duration, server_pid=full[1], authorization=bearer)})
+    if "bare_forwarder" in out:
+        base = out["bare_forwarder"]["throughput_rps"]
+        out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] / base, 3) if base else None
     return out
 
 
 def _wrk_wires(ctx: Context, rounds: int, gw: GatewayProc, bearer: str) -> dict[str, Any]:
     """2026-07-28 stateless against Streamable HTTP through the everything-on gateway, with wrk: the
-    wire ratio without bench.load's own per-request work on either side (skipped without wrk)."""
-    if not shutil.which("wrk"):
-        return {"skipped": "wrk is not installed (make bench installs it: scripts/bench-env)"}
+    wire ratio without bench.load's own per-request work on either side."""
     duration = ctx.s.peak_duration
-    try:
-        out = _medians(alternate(ctx, {
-            "streamable": lambda: run_wrk(ctx, gw.port, duration, server_pid=gw.pid, authorization=bearer),
-            "stateless": lambda: run_wrk(ctx, gw.port, duration, server_pid=gw.pid, authorization=bearer,
-                                         stateless=True)}, rounds, "f: wires with wrk"))
-    except Exception as exc:  # wrk failing does not sink the part
-        return {"error": f"{exc}"[:500]}
-    base = out["streamable"]["throughput_rps"]
-    out["stateless"]["ratio_vs_streamable"] = round(out["stateless"]["throughput_rps"] / base, 3) if base else None
+    out = _wrk_alternate(ctx, rounds, "f: wires with wrk", {
+        "streamable": lambda: run_wrk(ctx, gw.port, duration, server_pid=gw.pid, authorization=bearer),
+        "stateless": lambda: run_wrk(ctx, gw.port, duration, server_pid=gw.pid, authorization=bearer,
+                                     stateless=True)})
+    if "streamable" in out:
+        base = out["streamable"]["throughput_rps"]
+        out["stateless"]["ratio_vs_streamable"] = round(out["stateless"]["throughput_rps"] / base, 3) \
+            if base else None
     return out
 
 
