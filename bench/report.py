@@ -139,7 +139,12 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         h[f"wire_{w}_ratio"] = _get(f, "wires", w, "ratio_vs_streamable")
     peers = f.get("peers") or {}
     h["peers"] = {name: {"ratio": p.get("ratio"), "peer_rps": _get(p, name, "throughput_rps"),
-                         "gateway_rps": _get(p, "gateway", "throughput_rps"), "error": p.get("error")}
+                         "gateway_rps": _get(p, "gateway", "throughput_rps"), "error": p.get("error"),
+                         "wrk_ratio": _get(p, "wrk", "ratio"), "wrk_peer_rps": _get(p, "wrk", name, "throughput_rps"),
+                         "wrk_gateway_rps": _get(p, "wrk", "gateway", "throughput_rps"),
+                         "wrk_peer_p50_ms": _get(p, "wrk", name, "latency_ms", "p50"),
+                         "wrk_gateway_p50_ms": _get(p, "wrk", "gateway", "latency_ms", "p50"),
+                         "wrk_note": _get(p, "wrk", "skipped") or _get(p, "wrk", "error")}
                   for name, p in peers.items()}
     return h
 
@@ -416,6 +421,10 @@ def _pipeline_rows(L: list[str], h: dict[str, Any]) -> None:
         else:
             L.append(f"| Gateway ({_fmt(p['gateway_rps'], '/s')}) / {name} ({_fmt(p['peer_rps'], '/s')}), ABBA | "
                      f"{_fmt(p['ratio'], '×')} | ≥ 0.5× | {_verdict(p['ratio'], t['vs_peer'], True)} |")
+            _wrk_rows(L, f"Gateway / {name} with wrk", p.get("wrk_note"), p.get("wrk_ratio") is not None, lambda p=p, name=name: [
+                f"| Gateway ({_fmt(p['wrk_gateway_rps'], '/s')}, p50 {_fmt(p['wrk_gateway_p50_ms'], ' ms', 3)}) / {name} "
+                f"({_fmt(p['wrk_peer_rps'], '/s')}, p50 {_fmt(p['wrk_peer_p50_ms'], ' ms', 3)}), with wrk (the issue's "
+                f"method), ABBA | {_fmt(p['wrk_ratio'], '×')} | ≥ 0.5× | {_verdict(p['wrk_ratio'], t['vs_peer'], True)} |"])
     L.append("")
 
 

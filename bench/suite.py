@@ -995,7 +995,8 @@ def _count_rows(db: Path, table: str) -> int | None:
 
 def peer_ratio(ctx: Context, name: str, binary: Path, rounds: int) -> dict[str, Any]:
     """A peer gateway in front of the same upstream, pinned and loaded the same way, ABBA against
-    ours (default config and everything on)."""
+    ours (default config): with bench.load (10 sessions), then with wrk on one session each, the
+    issue's own method (bench.load, being Python, caps what it can offer a fast peer)."""
     from bench import peers
 
     s = ctx.s
@@ -1013,10 +1014,17 @@ def peer_ratio(ctx: Context, name: str, binary: Path, rounds: int) -> dict[str, 
                                        server_pid=proc.pid),
                 "gateway": lambda: run_load(ctx, gw.url, inflight=10, sessions=10, duration=s.peak_duration,
                                             server_pid=gw.pid)}, rounds, f"f: peer {name}")
-        out = _medians(runs)
+            out = _medians(runs)
+            wrk = _wrk_alternate(ctx, rounds, f"f: peer {name} with wrk", {
+                name: lambda: run_wrk(ctx, port, s.peak_duration, server_pid=proc.pid, tool=tool),
+                "gateway": lambda: run_wrk(ctx, gw.port, s.peak_duration, server_pid=gw.pid)})
         out["tool"] = tool
         peer_rps = out[name]["throughput_rps"]
         out["ratio"] = round(out["gateway"]["throughput_rps"] / peer_rps, 3) if peer_rps else None
+        if name in wrk:
+            peer_rps = wrk[name]["throughput_rps"]
+            wrk["ratio"] = round(wrk["gateway"]["throughput_rps"] / peer_rps, 3) if peer_rps else None
+        out["wrk"] = wrk
         return out
     finally:
         ctx.stop(proc, grace=5)

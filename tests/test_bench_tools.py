@@ -179,3 +179,24 @@ def test_report_shows_the_wrk_pair_of_part_f_or_why_it_is_missing() -> None:
     assert "| 2026-07-28 stateless / Streamable HTTP with wrk | not measured: wrk is not installed" in text
     assert "| The same pair measured with wrk | not measured: wrk is not installed" in text
     assert "p99 at 10 connections with wrk" not in text
+
+
+def test_report_shows_a_peer_with_both_load_generators_or_why_wrk_is_missing() -> None:
+    from bench import report
+
+    def run(rps: float, p50: float) -> dict[str, Any]:
+        return {"throughput_rps": rps, "latency_ms": {"p50": p50, "p99": 2 * p50}}
+
+    peer: dict[str, Any] = {"agentgateway": run(11000, 0.9), "gateway": run(8800, 1.1), "ratio": 0.8, "tool": "echo",
+                            "wrk": {"agentgateway": run(15000, 0.6), "gateway": run(6000, 1.6), "ratio": 0.4}}
+    results: dict[str, Any] = {"settings": {}, "parts": {"pipeline": {"peers": {"agentgateway": peer}}}}
+    text = report.markdown(results)
+    assert "| Gateway (8,800/s) / agentgateway (11,000/s), ABBA | 0.80× | ≥ 0.5× | met |" in text
+    assert ("| Gateway (6,000/s, p50 1.600 ms) / agentgateway (15,000/s, p50 0.600 ms), with wrk (the issue's method), "
+            "ABBA | 0.40× | ≥ 0.5× | **missed** |") in text
+    assert "not measured (`bench/run --peer" not in text
+
+    peer["wrk"] = {"skipped": "wrk is not installed (make bench installs it: scripts/bench-env)"}
+    text = report.markdown(results)
+    assert "| Gateway / agentgateway with wrk | not measured: wrk is not installed" in text
+    assert "with wrk (the issue's method)" not in text
