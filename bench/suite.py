@@ -118,7 +118,16 @@ class Settings:
         self.peers: dict[str, Path] = getattr(opts, "peers", {})
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self).items()}
+        """The settings as JSON can hold them (paths as text, also inside ``peers``)."""
+        def plain(v: Any) -> Any:
+            if isinstance(v, Path):
+                return str(v)
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            return v
+        return {k: plain(v) for k, v in vars(self).items()}
 
 
 # --------------------------------------------------------------------------- process bookkeeping
@@ -1427,7 +1436,8 @@ def run_suite(opts: argparse.Namespace) -> dict[str, Path]:
             results["notes"].append(f"no plot: {exc} (pip install matplotlib)")
             del paths["png"]
     results["files"] = {k: str(v) for k, v in paths.items()}
-    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    # default=str: a figure of a type JSON lacks must not cost the run its results file
+    paths["json"].write_text(json.dumps(results, indent=2, default=str) + "\n")
     paths["md"].write_text(report.markdown(results, png_name=paths["png"].name if "png" in paths else None))
     return paths
 

@@ -34,6 +34,18 @@ def test_parse_peer_option_accepts_an_executable(tmp_path: Path) -> None:
     assert peers.parse_peer_option(f" agentgateway = {exe} ") == ("agentgateway", exe.resolve())
 
 
+def test_settings_with_a_peer_go_into_the_results_json(tmp_path: Path) -> None:
+    """The settings are saved in every results file: a --peer's path must not make that fail."""
+    import json
+
+    from bench.suite import Settings, parse_args
+
+    exe = _executable(tmp_path)
+    saved = json.loads(json.dumps(Settings(parse_args(["--only", "f", "--peer", f"agentgateway={exe}"])).as_dict()))
+    assert saved["peers"] == {"agentgateway": str(exe.resolve())}
+    assert saved["out"].endswith("results")
+
+
 @pytest.mark.parametrize("text", ["agentgateway", "agentgateway=", "=/bin/sh", ""])
 def test_parse_peer_option_wants_name_and_path(text: str) -> None:
     with pytest.raises(ValueError, match="NAME=PATH"):
