@@ -932,12 +932,12 @@ def part_f(ctx: Context) -> dict[str, Any]:
             out["wrk"] = _wrk_pair(ctx, rounds, bare=(port, bare.pid), full=(gw.port, gw.pid), bearer=bearer)
             wires = {w: load(gw.url, gw.pid, "fast__echo", [*auth, "--wire", w])
                      for w in ("streamable", "sse", "ws", "stateless")}
-            out["wires"] = _medians(alternate(ctx, wires, max(2, s.repeats - 1), "f: wires"))
+            out["wires"] = _medians(alternate(ctx, wires, rounds, "f: wires"))
             base = out["wires"]["streamable"]["throughput_rps"]
             for w in ("sse", "ws", "stateless"):
                 out["wires"][w]["ratio_vs_streamable"] = round(out["wires"][w]["throughput_rps"] / base, 3) \
                     if base else None
-            out["wires_wrk"] = _wrk_wires(ctx, max(2, s.repeats - 1), gw, bearer)
+            out["wires_wrk"] = _wrk_wires(ctx, rounds, gw, bearer)
             out["audit_rows"] = _count_rows(ctx.tmp / "full-audit.db", "audit_log")
     finally:
         ctx.stop(bare, grace=5)
