@@ -926,17 +926,13 @@ def part_f(ctx: Context) -> dict[str, Any]:
                     extra=auth))
                 out["half_peak"] = {"rate": half, "throughput_rps": paced.get("throughput_rps"),
                                     "latency_ms": paced.get("latency_ms", {}), "errors": paced.get("errors", 0)}
-            out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] /
-                                         out["bare_forwarder"]["throughput_rps"], 3) \
-                if out["bare_forwarder"]["throughput_rps"] else None
+            out["ratio_vs_bare"] = rate_ratio(out["everything_on"], out["bare_forwarder"])
             out["wrk"] = _wrk_pair(ctx, rounds, bare=(port, bare.pid), full=(gw.port, gw.pid), bearer=bearer)
             wires = {w: load(gw.url, gw.pid, "fast__echo", [*auth, "--wire", w])
                      for w in ("streamable", "sse", "ws", "stateless")}
             out["wires"] = _medians(alternate(ctx, wires, rounds, "f: wires"))
-            base = out["wires"]["streamable"]["throughput_rps"]
             for w in ("sse", "ws", "stateless"):
-                out["wires"][w]["ratio_vs_streamable"] = round(out["wires"][w]["throughput_rps"] / base, 3) \
-                    if base else None
+                out["wires"][w]["ratio_vs_streamable"] = rate_ratio(out["wires"][w], out["wires"]["streamable"])
             out["wires_wrk"] = _wrk_wires(ctx, rounds, gw, bearer)
             out["audit_rows"] = _count_rows(ctx.tmp / "full-audit.db", "audit_log")
     finally:
@@ -948,6 +944,11 @@ def part_f(ctx: Context) -> dict[str, Any]:
         except Exception as exc:  # a peer that fails does not sink the part
             out["peers"][name] = {"error": f"{exc}"[:500]}
     return out
+
+
+def rate_ratio(run: dict[str, Any], base: dict[str, Any]) -> float | None:
+    """``run``'s calls/s over ``base``'s, to 3 places (None when ``base`` made no calls)."""
+    return round(run["throughput_rps"] / base["throughput_rps"], 3) if base["throughput_rps"] else None
 
 
 def _wrk_alternate(ctx: Context, rounds: int, what: str,
@@ -971,8 +972,7 @@ def _wrk_pair(ctx: Context, rounds: int, *, bare: tuple[int, int], full: tuple[i
         "bare_forwarder": lambda: run_wrk(ctx, bare[0], duration, server_pid=bare[1], tool="echo"),
         "everything_on": lambda: run_wrk(ctx, full[0], duration, server_pid=full[1], authorization=bearer)})
     if "bare_forwarder" in out:
-        base = out["bare_forwarder"]["throughput_rps"]
-        out["ratio_vs_bare"] = round(out["everything_on"]["throughput_rps"] / base, 3) if base else None
+        out["ratio_vs_bare"] = rate_ratio(out["everything_on"], out["bare_forwarder"])
     return out
 
 
@@ -985,9 +985,7 @@ def _wrk_wires(ctx: Context, rounds: int, gw: GatewayProc, bearer: str) -> dict[
         "stateless": lambda: run_wrk(ctx, gw.port, duration, server_pid=gw.pid, authorization=bearer,
                                      stateless=True)})
     if "streamable" in out:
-        base = out["streamable"]["throughput_rps"]
-        out["stateless"]["ratio_vs_streamable"] = round(out["stateless"]["throughput_rps"] / base, 3) \
-            if base else None
+        out["stateless"]["ratio_vs_streamable"] = rate_ratio(out["stateless"], out["streamable"])
     return out
 
 
@@ -1028,11 +1026,9 @@ def peer_ratio(ctx: Context, name: str, binary: Path, rounds: int) -> dict[str, 
                 name: lambda: run_wrk(ctx, port, s.peak_duration, server_pid=proc.pid, tool=tool),
                 "gateway": lambda: run_wrk(ctx, gw.port, s.peak_duration, server_pid=gw.pid)})
         out["tool"] = tool
-        peer_rps = out[name]["throughput_rps"]
-        out["ratio"] = round(out["gateway"]["throughput_rps"] / peer_rps, 3) if peer_rps else None
+        out["ratio"] = rate_ratio(out["gateway"], out[name])
         if name in wrk:
-            peer_rps = wrk[name]["throughput_rps"]
-            wrk["ratio"] = round(wrk["gateway"]["throughput_rps"] / peer_rps, 3) if peer_rps else None
+            wrk["ratio"] = rate_ratio(wrk["gateway"], wrk[name])
         out["wrk"] = wrk
         return out
     finally:
