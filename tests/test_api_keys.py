@@ -23,6 +23,7 @@ import trio
 import trio.testing
 
 from gateway.auth import AuthFailure
+from gateway.auth.authenticator import Authenticator
 from gateway.auth.keys import (
     KEY_PREFIX,
     InvalidKeyRequest,
@@ -253,6 +254,46 @@ async def test_a_verified_key_skips_its_hmac_until_revoked_or_changed(tmp_path: 
     with pytest.raises(AuthFailure) as info:
         await ring.verify(key.key)
     refused(info, "revoked")  # the reload made new entries: the key is checked again, and refused
+
+
+async def test_a_proven_key_is_answered_without_awaiting_and_refused_for_the_same_reasons(tmp_path: Path) -> None:
+    """The hot path's shortcut (Authenticator.remembered, no coroutine per request) answers only
+    for a key that matched before, and what it refuses it refuses as authenticate() would."""
+    db = str(tmp_path / "keys.db")
+    clock = [time.time()]
+    with KeyStore(db) as other:
+        ci = other.create("ci", routes=["/team-a"], expires=clock[0] + 60)
+        ops = other.create("ops")
+    auth = Authenticator(keys=KeyRing(db, wall_clock=lambda: clock[0]))
+    header = b"Bearer " + ops.key.encode()
+    assert auth.remembered(header, "/") is None  # never verified: authenticate() decides
+    assert auth.remembered(None, "/") is None and auth.remembered(b"Bearer a.b.c", "/") is None  # not keys
+    first = await auth.authenticate(header, "/")
+    assert auth.remembered(header, "/") is first and auth.accepted == {"key": 2}
+    wrong = header[:-1] + (b"A" if header[-1:] != b"A" else b"B")
+    assert auth.remembered(wrong, "/") is None  # a near miss is never taken for the proven key
+    with pytest.raises(AuthFailure) as info:
+        auth.remembered(b"Basic " + ops.key.encode(), "/")
+    assert info.value.reason == "malformed"
+
+    limited = b"Bearer " + ci.key.encode()
+    assert (await auth.authenticate(limited, "/team-a")).name == "ci"
+    with pytest.raises(AuthFailure) as info:
+        auth.remembered(limited, "/")
+    assert (info.value.reason, info.value.status) == ("route", 403)
+    clock[0] += 61
+    with pytest.raises(AuthFailure) as info:
+        auth.remembered(limited, "/team-a")
+    assert info.value.reason == "expired"
+    assert auth.refused == {"malformed": 1, "route": 1, "expired": 1}
+
+    with KeyStore(db) as other:
+        other.revoke("ops")
+    await auth.keys.refresh_now()  # type: ignore[union-attr]
+    assert auth.remembered(header, "/") is None  # new entries: checked again, the slow way
+    with pytest.raises(AuthFailure) as info:
+        await auth.authenticate(header, "/")
+    assert info.value.reason == "revoked"
 
 
 async def test_a_database_that_cannot_be_opened_is_unavailable_not_a_crash(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ given (the composition of the gateway builds them), so this module has no I/O of
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Protocol
 
 from . import AuthFailure, Identity
@@ -21,12 +22,27 @@ class Verifier(Protocol):
     async def verify(self, token: str) -> Identity: ...
 
 
+def _bearer(authorization: bytes) -> str:
+    """The credential of ``Authorization: Bearer <credential>``, or AuthFailure (malformed)."""
+    scheme, _, value = authorization.partition(b" ")
+    token = value.strip()
+    if scheme.lower() != b"bearer" or not token or len(token) > _MAX_TOKEN:
+        raise AuthFailure("malformed", "the Authorization header must be 'Bearer <credential>'",
+                          error="invalid_request")
+    try:
+        return token.decode("ascii")
+    except UnicodeDecodeError:
+        raise AuthFailure("malformed", "the credential is not ASCII", error="invalid_request") from None
+
+
 class Authenticator:
     """Checks bearer credentials; counts refusals by reason (for metrics)."""
 
     def __init__(self, *, keys: Verifier | None = None, jwt: Verifier | None = None) -> None:
         self.keys = keys
         self.jwt = jwt
+        # An API key verified before is answered without awaiting (KeyRing.remembered).
+        self._remembered: Callable[[str], Identity | None] | None = getattr(keys, "remembered", None)
         self.refused: Counter[str] = Counter()  # reason -> requests
         self.accepted: Counter[str] = Counter()  # identity kind (key, jwt) -> requests
 
@@ -37,29 +53,44 @@ class Authenticator:
     async def authenticate(self, authorization: bytes | None, route: str) -> Identity:
         """The caller, or :class:`AuthFailure` (401: no valid credential; 403: valid, not for this route)."""
         try:
-            identity = await self._identity(authorization)
-            if not identity.may_use_route(route):
-                raise AuthFailure("route", f"this credential is not valid for route {route}", status=403,
-                                  error="insufficient_scope")
+            identity = self._admitted(await self._identity(authorization), route)
         except AuthFailure as failure:
             self.refused[failure.reason] += 1
             raise
         self.accepted[identity.kind] += 1
         return identity
 
+    def remembered(self, authorization: bytes | None, route: str) -> Identity | None:
+        """:meth:`authenticate` without awaiting anything, when the credential is an API key that
+        matched before (every call of a client after its first): None when it is not, and
+        authenticate() decides. Raises and counts as authenticate() does."""
+        remembered = self._remembered
+        if authorization is None or remembered is None:
+            return None
+        try:
+            text = _bearer(authorization)
+            identity = remembered(text) if text.startswith(KEY_PREFIX) else None
+            if identity is None:
+                return None
+            self._admitted(identity, route)
+        except AuthFailure as failure:
+            self.refused[failure.reason] += 1
+            raise
+        self.accepted[identity.kind] += 1
+        return identity
+
+    @staticmethod
+    def _admitted(identity: Identity, route: str) -> Identity:
+        if not identity.may_use_route(route):
+            raise AuthFailure("route", f"this credential is not valid for route {route}", status=403,
+                              error="insufficient_scope")
+        return identity
+
     async def _identity(self, authorization: bytes | None) -> Identity:
         if authorization is None:
             raise AuthFailure("missing", f"authentication required: send Authorization: Bearer <{self.methods}>",
                               error="")
-        scheme, _, value = authorization.partition(b" ")
-        token = value.strip()
-        if scheme.lower() != b"bearer" or not token or len(token) > _MAX_TOKEN:
-            raise AuthFailure("malformed", "the Authorization header must be 'Bearer <credential>'",
-                              error="invalid_request")
-        try:
-            text = token.decode("ascii")
-        except UnicodeDecodeError:
-            raise AuthFailure("malformed", "the credential is not ASCII", error="invalid_request") from None
+        text = _bearer(authorization)
         if text.startswith(KEY_PREFIX):
             if self.keys is not None:
                 return await self.keys.verify(text)

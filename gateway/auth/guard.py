@@ -32,6 +32,13 @@ class HttpGuard:
         except AuthFailure as failure:
             return self.refusal(failure, request.path)
 
+    def remembered(self, request: Any, route: str) -> Identity | tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """:meth:`identify` without awaiting, for a credential verified before; None: call identify()."""
+        try:
+            return self.authenticator.remembered(request.header(b"authorization"), route)
+        except AuthFailure as failure:
+            return self.refusal(failure, request.path)
+
     def refusal(self, failure: AuthFailure, path: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         status = 503 if failure.reason == "unavailable" else failure.status
         headers = [_JSON]

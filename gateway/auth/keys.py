@@ -594,14 +594,22 @@ class KeyRing:
         self._refused[reason] += 1
         return AuthFailure(reason, message)
 
-    async def verify(self, token: str) -> Identity:
-        """The identity of an API key, or AuthFailure (malformed, unknown_key, revoked, expired)."""
+    def remembered(self, token: str) -> Identity | None:
+        """:meth:`verify`'s answer without awaiting anything, for a key that matched before: None
+        when it did not (verify() then decides). Raises AuthFailure as verify() does."""
         proven = self._proven.get(token)
         if proven is not None and self._entries.get(proven[0]) is proven[1]:
             # This exact key matched this entry's hash before, and the entry is still the one loaded
             # (a reload that changed any key made new entries): no HMAC again. Revocation and expiry
-            # are checked below as for any key.
+            # are checked as for any key.
             return self._accept(proven[0], proven[1])
+        return None
+
+    async def verify(self, token: str) -> Identity:
+        """The identity of an API key, or AuthFailure (malformed, unknown_key, revoked, expired)."""
+        known = self.remembered(token)
+        if known is not None:
+            return known
         key_id = parse_key(token)
         if key_id is None:
             raise self._refuse("malformed", _MALFORMED)

@@ -21,6 +21,10 @@ class Guard(Protocol):
     async def identify(self, request: Request, route: str) -> Any:
         """The caller's identity, or a refusal ``(status, headers, body)`` to send as it is."""
 
+    def remembered(self, request: Request, route: str) -> Any:
+        """What :meth:`identify` would return, without awaiting, for a credential verified before;
+        None when it must be awaited."""
+
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -86,7 +90,9 @@ class MountTable:
             if guard is None:
                 request.identity = self.anonymous
             else:
-                found = await guard.identify(request, route)
+                found = guard.remembered(request, route)  # the usual case: no coroutine per request
+                if found is None:
+                    found = await guard.identify(request, route)
                 if isinstance(found, tuple):  # counted by the guard, by reason
                     await responder.send(*found)
                     return
