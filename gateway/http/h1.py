@@ -218,11 +218,11 @@ def status_line(status: int) -> bytes:
 
 def head(status: int, headers: Headers, *, close: bool = False, chunked: bool = False) -> bytes:
     """A response's status line and headers (the caller says how the body is framed)."""
-    parts = [status_line(status)]
-    for name, value in headers:
-        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-            raise ValueError(f"header {name!r} holds a line break")
-        parts += (name, b": ", value, b"\r\n")
+    lines = b"".join([b"%s: %s\r\n" % (name, value) for name, value in headers])
+    if lines.count(b"\n") != len(headers) or lines.count(b"\r") != len(headers):  # one scan, not four per header
+        bad = next(name for name, value in headers if any(c in name + value for c in b"\r\n"))
+        raise ValueError(f"header {bad!r} holds a line break")
+    parts = [status_line(status), lines]
     if chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
     if close:
