@@ -117,9 +117,7 @@ class ModernFront:
             if stream is not None and not post.accepts_json:
                 stream.start()
             status, body = await self.dispatcher.run(ctx, msg, admitted)
-            if stream is None or not stream.streaming:
-                if stream is not None:
-                    stream.closed = True
+            if stream is None or stream.json_answer():
                 await responder.send(status, [*JSON_HEADERS, *answer_headers(status, ctx)], body)
             else:
                 await stream.finish(body)
@@ -127,7 +125,8 @@ class ModernFront:
             self.dispatcher.release(ctx, msg, admitted)
             if stream is not None:
                 stream.close()
-                await stream.wait_pump()
+                if stream.streaming:
+                    await stream.wait_pump()
 
     async def _listen(self, ctx: CallContext, msg: Message, responder: Responder, post: inbound.Post) -> None:
         """``subscriptions/listen``: an acknowledgment, then the notifications asked for, until

@@ -114,15 +114,18 @@ class PostStream:
             stream.writers -= 1
             self._pump_done.set()
 
-    async def finish(self, body: bytes | None, status: int = 200,
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """Send the answer: as JSON with ``status`` if nothing was streamed, else as the stream's
-        last event (None: end the stream without one, as for a request the client cancelled)."""
-        if self.stream is None:
-            self.closed = True
-            if body is not None:
-                await self._responder.send(status, [*JSON_HEADERS, *(headers or ())], body)
-            return
+    def json_answer(self) -> bool:
+        """Whether the answer goes as plain JSON (nothing was streamed): the caller sends it with
+        its responder, and the back-channel closes now (a late notification is dropped)."""
+        if self.stream is not None:
+            return False
+        self.closed = True
+        return True
+
+    async def finish(self, body: bytes | None) -> None:
+        """End a streamed answer (:meth:`json_answer` said False) with ``body`` as its last event
+        (None: end the stream without one, as for a request the client cancelled)."""
+        assert self.stream is not None
         if body is not None and not self.closed:
             self.stream.add(body)
         self.close()
@@ -134,7 +137,8 @@ class PostStream:
             self.stream.finish()
 
     async def wait_pump(self) -> None:
-        """Wait for the stream's writer to end (shielded and bounded: used on the way out)."""
+        """Wait for the stream's writer to end (shielded and bounded: used on the way out; callers
+        skip it when nothing was streamed)."""
         if self._pump_done is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self._pump_done.wait()

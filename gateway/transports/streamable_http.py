@@ -157,17 +157,17 @@ class StreamableHTTP:
             if stream is not None and not accepts_json:
                 stream.start()  # the client reads nothing but SSE
             status, body = await self.dispatcher.run(ctx, msg, admitted)
-            if stream is None:
+            if stream is None or stream.json_answer():
                 await responder.send(status, [*JSON_HEADERS, *answer_headers(status, ctx)], body)
             else:
                 # A client's own cancel ends its stream without an answer; a JSON answer always has one.
-                await stream.finish(None if admitted.reason == CANCELLED and stream.streaming else body,
-                                    status, answer_headers(status, ctx))
+                await stream.finish(None if admitted.reason == CANCELLED else body)
         finally:
             self.dispatcher.release(ctx, msg, admitted)
             if stream is not None:
                 stream.close()
-                await stream.wait_pump()
+                if stream.streaming:
+                    await stream.wait_pump()
 
     async def _batch(self, route: Route, request: Request, responder: Responder, post: inbound.Post) -> None:
         try:

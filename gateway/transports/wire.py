@@ -163,7 +163,7 @@ class WireSession:
         if msg.method == "initialize" and msg.is_request:
             await self.deliver(self._initialize(msg))  # inline: what follows may depend on it
         elif msg.is_request:
-            self._start(lambda: self._request(msg))
+            self._start(self._request, msg)
         elif msg.is_notification:
             if self.session is not None:
                 self.dispatcher.notification(self._context(), msg)
@@ -192,19 +192,19 @@ class WireSession:
             pass  # the connection is gone: nobody to answer
 
     # -- inside --------------------------------------------------------------------------------
-    def _start(self, fn: Callable[[], Awaitable[None]]) -> None:
+    def _start(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         assert self._nursery is not None
         self._running += 1
+        # A name given: trio would otherwise format one from the function for every request.
+        self._nursery.start_soon(self._tracked, fn, *args, name="wire request")
 
-        async def tracked() -> None:
-            try:
-                await fn()
-            finally:
-                self._running -= 1
-                if not self._running:
-                    self._idle.set()
-
-        self._nursery.start_soon(tracked)
+    async def _tracked(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        try:
+            await fn(*args)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
 
     def _context(self, modern_request: modern.ModernRequest | None = None) -> CallContext:
         session = self.session if modern_request is None else None
