@@ -6,7 +6,8 @@ awaits :meth:`Dispatcher.request`, which
 
 1. admits it: its id must not already be in flight in its session, and the session must be
    under ``max_inflight`` (refusals are answered at once, with the HTTP status the edge uses);
-2. runs it in its own cancel scope (an :class:`~gateway.session.InFlight`), so that
+2. runs it cancellably (an :class:`~gateway.session.InFlight`: a plain call's wait for its
+   upstream's answer is woken directly, anything else runs in a cancel scope), so that
    ``notifications/cancelled`` cancels exactly that request, a session that ends cancels its
    requests, and a shutdown that runs out of grace ends them with an answer that says so;
 3. hands it to the router with the context (route, session, the request's back-channel for
@@ -19,6 +20,7 @@ Requests without a session (MCP 2026-07-28 is stateless) are tracked too, for sh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -37,17 +39,14 @@ from .protocol.errors import (
     INVALID_REQUEST,
     RATE_LIMITED,
     CallError,
-    Cancelled,
     ProtocolError,
-    SessionEnded,
-    ShuttingDown,
     Stopped,
     UpstreamTimeout,
     http_status,
 )
 from .protocol.jsonrpc import Message
 from .protocol.modern import ModernRequest, complete_result, modern_error_code
-from .session import CANCELLED, SESSION_ENDED, SHUTDOWN, InFlight, Session
+from .session import CANCELLED, InFlight, Session
 from .stats import RequestStats
 
 if TYPE_CHECKING:
@@ -97,6 +96,7 @@ class CallContext:
     # Set by the router once it has the params decoded: the call's raw arguments (None: none), so
     # the audit record does not decode them again.
     arguments: Raw | None | msgspec.UnsetType = msgspec.UNSET
+    inflight: InFlight | None = None  # the request being served (set by the dispatcher): how it is cancelled
 
 
 Answer = tuple[int, bytes]  # (HTTP status the edge would use, encoded JSON-RPC answer)
@@ -121,8 +121,7 @@ def encode_failure(request_id: jsonrpc.RequestId | None, exc: ProtocolError | Ca
         jsonrpc="2.0", id=request_id, error=jsonrpc.ErrorObject(code=exc.code, message=exc.message, data=exc.data)))
 
 
-_STOPPED: Final[dict[str, Callable[[], CallError]]] = {
-    CANCELLED: Cancelled, SESSION_ENDED: SessionEnded, SHUTDOWN: ShuttingDown}
+_UNSCOPED: Final = contextlib.nullcontext()  # reusable: a plain call's "scope"
 
 
 AUDITED: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
@@ -248,13 +247,17 @@ class Dispatcher:
         body: bytes | None = None
         failure: ProtocolError | CallError | None = None
         started = trio.current_time()
+        ctx.inflight = call
+        # The usual call waits only for its upstream's answer, and the router makes that wait
+        # cancellable itself (InFlight): no cancel scope per request. Everything else gets one.
+        plain = msg.method in mrtr.METHODS and (ctx.modern is None or self._no_rounds(ctx, msg))
         try:
-            with call.scope:
+            with _UNSCOPED if plain else call.cancellable():
                 try:
-                    if ctx.modern is not None and msg.method in mrtr.METHODS:
-                        result = await self._rounds(ctx, msg)
-                    else:
+                    if plain or ctx.modern is None or msg.method not in mrtr.METHODS:
                         result = await self.router.handle(ctx, msg)
+                    else:
+                        result = await self._rounds(ctx, msg)
                     if ctx.modern is not None and not bytes(memoryview(result)).startswith(mrtr.INPUT_REQUIRED):
                         result = complete_result(msg.method, result, ctx.route.server_meta)  # type: ignore[arg-type]
                     body = encode_result(request_id, result)
@@ -263,14 +266,14 @@ class Dispatcher:
         except trio.Cancelled:
             # Cancelled from outside (its connection or the gateway is gone, e.g. at the end of the
             # shutdown grace): no answer will be sent, but the call is still counted and audited.
-            gone, elapsed = _STOPPED.get(call.reason or CANCELLED, Cancelled)(), trio.current_time() - started
+            gone, elapsed = call.stopped(), trio.current_time() - started
             self._count(ctx, msg, gone.code, elapsed)
             if self.observers and msg.method in AUDITED:
                 self._observe(ctx, msg, gone, call, b"", elapsed)
             raise
         self.answered += 1
         if body is None and failure is None:  # cancelled: say why
-            failure = _STOPPED.get(call.reason or CANCELLED, Cancelled)()
+            failure = call.stopped()
         elapsed = trio.current_time() - started
         self._count(ctx, msg, None if failure is None else failure.code, elapsed)
         if body is None:
@@ -328,15 +331,17 @@ class Dispatcher:
             server, tool = ctx.tool if ctx.tool is not None else ("unknown", "unknown")
             stats.tool(ctx.route.prefix, server, tool, code, ctx.upstream_seconds)
 
+    def _no_rounds(self, ctx: CallContext, msg: Message) -> bool:
+        """A 2026-07-28 call that is no retry (the key cannot hide behind an escape either) and can
+        be asked no question: a plain call, without decoding params once more here."""
+        assert ctx.modern is not None
+        raw = _params_bytes(msg)
+        return b"requestState" not in raw and b"\\u" not in raw and not self.exchanges.open(ctx.modern.client_capabilities)
+
     async def _rounds(self, ctx: CallContext, msg: Message) -> Raw:
         """A 2026-07-28 call that may need the client's input (see gateway/mrtr.py): the result, or an
         InputRequiredResult with the upstream's question; a retry carries the answer to it."""
         assert ctx.modern is not None
-        raw = _params_bytes(msg)
-        if b"requestState" not in raw and b"\\u" not in raw and not self.exchanges.open(ctx.modern.client_capabilities):
-            # Not a retry (the key cannot hide behind an escape either) and no question possible:
-            # a plain call, without decoding params once more here.
-            return await self.router.handle(ctx, msg)
         params = jsonrpc.decode_params(msg)
         state = jsonrpc.decode_any(params.get("requestState"))
         binding = (str(msg.method), jsonrpc.decode_any(params.get("uri" if msg.method == "resources/read" else "name")))
@@ -348,7 +353,8 @@ class Dispatcher:
                                     jsonrpc.request_id(msg)) from None
             exchange = self.exchanges.resume(str(state), binding, responses)
         elif self.exchanges.open(ctx.modern.client_capabilities):
-            inner = dataclasses.replace(ctx, back=None)  # the call outlives this request (and its stream)
+            # The call outlives this request (its stream, its cancellation: the exchange has its own scope).
+            inner = dataclasses.replace(ctx, back=None, inflight=None)
 
             def call(ex: mrtr.Exchange) -> Awaitable[Raw]:
                 ex.context = dataclasses.replace(inner, exchange=ex)
@@ -430,8 +436,8 @@ class Dispatcher:
                 answers[i] = call[1]
 
         async def one(i: int, msg: Message, call: InFlight) -> None:
-            try:
-                answers[i] = (await self.run(ctx, msg, call))[1]
+            try:  # each item its own context: the router records per-call facts in it
+                answers[i] = (await self.run(dataclasses.replace(ctx), msg, call))[1]
             finally:
                 self.release(ctx, msg, call)
 

@@ -32,7 +32,7 @@ from .protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, Message, Protoco
 from .protocol.paging import page
 from .protocol.progress import ProgressTable
 from .relay import LEVELS, most_verbose
-from .session import Listener, Session
+from .session import Listener, Session, cancellable_call
 
 if TYPE_CHECKING:
     from .dispatch import CallContext
@@ -458,7 +458,8 @@ class Router:
                 del params["_meta"]
         started = trio.current_time()
         try:
-            return await backend.call(method, params, session=ctx.session, origin=ctx)
+            return await cancellable_call(ctx.inflight, backend, method, params,  # type: ignore[no-any-return]
+                                          session=ctx.session, origin=ctx)
         finally:
             ctx.upstream_seconds = trio.current_time() - started
             if token is not None:

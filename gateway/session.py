@@ -15,10 +15,11 @@ import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
+from .protocol.errors import CallError, Cancelled, SessionEnded, ShuttingDown
 from .protocol.jsonrpc import RequestId
 
 log = logging.getLogger("mcp_gateway.session")
@@ -28,21 +29,66 @@ _OUTBOX_SIZE = 256  # server-to-client notifications buffered while no GET strea
 CANCELLED = "cancelled"  # the client sent notifications/cancelled
 SESSION_ENDED = "session ended"  # DELETE, expiry or eviction
 SHUTDOWN = "shutdown"  # still running when the gateway's shutdown grace ended
+_STOPPED: dict[str, Callable[[], CallError]] = {
+    CANCELLED: Cancelled, SESSION_ENDED: SessionEnded, SHUTDOWN: ShuttingDown}
+
+
+class Waiting(Protocol):
+    """What a request waits on when it runs in no cancel scope: an upstream call's answer."""
+
+    def cancel(self) -> None:
+        """Wake the request now, as if cancelled (nothing once the answer is in)."""
 
 
 class InFlight:
-    """One admitted request: its cancel scope, and why it was cancelled (if it was)."""
+    """One admitted request, and how to cancel it: why it was cancelled (if it was).
 
-    __slots__ = ("scope", "reason")
+    A request that waits only for an upstream's answer (a tools/call, prompts/get or
+    resources/read to a server that is up: the hot path) runs in no cancel scope of its own:
+    entering and leaving one costs about 4 us, several per cent of a call. :meth:`cancel` then
+    wakes the upstream call it waits on (``waiter``), which ends it as a cancellation would.
+    Everything else runs in :meth:`cancellable`'s scope, which :meth:`cancel` cancels.
+    """
+
+    __slots__ = ("scope", "reason", "waiter")
 
     def __init__(self) -> None:
-        self.scope = trio.CancelScope()
+        self.scope: trio.CancelScope | None = None  # the scope it runs in, once it entered one
         self.reason: str | None = None
+        self.waiter: Waiting | None = None  # the upstream answer it waits for now (no scope)
 
     def cancel(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
-        self.scope.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
+        if self.waiter is not None:
+            self.waiter.cancel()
+
+    def cancellable(self) -> trio.CancelScope:
+        """A scope for the request's work to run in (cancelled at once if the request already is)."""
+        scope = self.scope = trio.CancelScope()
+        if self.reason is not None:
+            scope.cancel()
+        return scope
+
+    def stopped(self) -> CallError:
+        """The error a cancelled request ends with: why it was stopped."""
+        return _STOPPED.get(self.reason or CANCELLED, Cancelled)()
+
+
+async def cancellable_call(inflight: InFlight | None, target: Any, method: str, params: Any, **kw: Any) -> Any:
+    """``target.call(method, params, **kw)`` such that cancelling ``inflight`` (the request it
+    serves) ends it: through the scope the request runs in, if it has one; else by the target
+    itself if it can wake the request (``cancels_inflight``: an upstream connection); else in a
+    scope of its own."""
+    if inflight is None or inflight.scope is not None:
+        return await target.call(method, params, **kw)
+    if getattr(target, "cancels_inflight", False):
+        return await target.call(method, params, inflight=inflight, **kw)
+    with inflight.cancellable():
+        return await target.call(method, params, **kw)
+    raise inflight.stopped()  # the scope caught the request's cancellation
 
 
 class SSEStream:

@@ -10,6 +10,8 @@ import trio.lowlevel
 import trio.testing
 from msgspec import Raw
 
+from gateway.protocol.errors import Cancelled, SessionEnded
+from gateway.session import CANCELLED, SESSION_ENDED, InFlight
 from gateway.upstream.connection import CallError, UpstreamConnection, UpstreamGone
 
 
@@ -85,6 +87,56 @@ async def test_stream_end_fails_every_waiter_with_the_exit_description() -> None
     assert all(e.message == "server 'up' exited with status 7" and e.code == -32000 for e in errors)
     with pytest.raises(UpstreamGone):
         await conn.call("ping")
+
+
+async def test_a_request_without_a_cancel_scope_is_cancelled_through_its_waiter() -> None:
+    """The hot path's call runs in no cancel scope: cancelling its InFlight wakes the call, which
+    ends as a cancelled one does (upstream told, late answer dropped) with the reason's error."""
+    ch = MemoryChannel()
+    conn = UpstreamConnection("up", ch)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conn.run)
+        request = InFlight()
+        failures: list[CallError] = []
+
+        async def call() -> None:
+            try:
+                await conn.call("tools/call", inflight=request)
+            except CallError as exc:
+                failures.append(exc)
+
+        nursery.start_soon(call)
+        (sent,) = await _read_messages(ch.server_in, 1)
+        assert request.waiter is not None and request.scope is None  # waiting, with no scope of its own
+        request.cancel(SESSION_ENDED)
+        (cancel,) = await _read_messages(ch.server_in, 1)
+        assert cancel["method"] == "notifications/cancelled" and cancel["params"]["requestId"] == sent["id"]
+        with trio.fail_after(1):
+            while not failures:
+                await trio.lowlevel.checkpoint()
+        assert isinstance(failures[0], SessionEnded) and request.waiter is None and conn.in_flight == 0
+        await ch.server_out.send_all(b'{"jsonrpc":"2.0","id":%d,"result":{}}\n' % sent["id"])  # dropped
+        with pytest.raises(Cancelled):  # cancelled before it was sent: nothing goes upstream
+            await conn.call("tools/call", inflight=_cancelled())
+        answered = InFlight()
+
+        async def answer_then_cancel() -> None:
+            (late,) = await _read_messages(ch.server_in, 1)
+            await ch.server_out.send_all(b'{"jsonrpc":"2.0","id":%d,"result":{"ok":1}}\n' % late["id"])
+            with trio.fail_after(1):
+                while answered.waiter is not None and not answered.waiter.event.is_set():  # type: ignore[attr-defined]
+                    await trio.lowlevel.checkpoint()
+            answered.cancel(CANCELLED)  # the answer is in: it wins, as against a cancel scope
+
+        nursery.start_soon(answer_then_cancel)
+        assert json.loads(bytes(await conn.call("ping", inflight=answered))) == {"ok": 1}
+        nursery.cancel_scope.cancel()
+
+
+def _cancelled() -> InFlight:
+    request = InFlight()
+    request.cancel(CANCELLED)
+    return request
 
 
 async def test_cancelled_call_is_cancelled_upstream_and_late_answer_dropped() -> None:

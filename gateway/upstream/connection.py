@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import trio
@@ -39,11 +39,14 @@ from ..protocol.jsonrpc import Message, ProtocolError
 from .channel import Channel, Launcher
 from .peer import PeerHandlers, ServerRequest, answer_now, relayed_answer
 
+if TYPE_CHECKING:
+    from ..session import InFlight
+
 log = logging.getLogger("mcp_gateway.upstream")
 
 
 class _Waiter:
-    __slots__ = ("event", "response", "failure", "origin", "deadline", "timed_out")
+    __slots__ = ("event", "response", "failure", "origin", "deadline", "timed_out", "cancelled")
 
     def __init__(self, origin: Any = None, deadline: float = math.inf) -> None:
         self.event = trio.Event()
@@ -52,6 +55,12 @@ class _Waiter:
         self.origin = origin  # the client request this call serves (for the relay)
         self.deadline = deadline  # trio time; the connection's timer ends the call then
         self.timed_out = False
+        self.cancelled = False  # the client's request was cancelled while it waited (InFlight)
+
+    def cancel(self) -> None:
+        if not self.event.is_set():  # an answer already in wins, as it would against a cancel scope
+            self.cancelled = True
+            self.event.set()
 
 
 _TICK = 0.05  # seconds: the longest the call timer sleeps while calls are pending (timeout precision)
@@ -132,15 +141,21 @@ class UpstreamConnection:
             self._outbox.close()  # callers blocked on a full outbox fail now instead of hanging
             self.closed.set()
 
+    cancels_inflight: Final = True  # call() wakes the client's request it is given when that is cancelled
+
     async def call(self, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET,
-                   *, timeout: float = math.inf, origin: Any = None) -> Raw:
+                   *, timeout: float = math.inf, origin: Any = None, inflight: InFlight | None = None) -> Raw:
         """Send a request and wait for its result. Raises :class:`CallError`.
 
         If the caller is cancelled (client cancelled or disconnected), the server is
-        told with ``notifications/cancelled`` and a late answer is dropped.
+        told with ``notifications/cancelled`` and a late answer is dropped. ``inflight``: the
+        client's request, running in no cancel scope; cancelling it ends the call the same way
+        (with the error that says why it stopped).
         """
         if self.closed.is_set():
             raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running")
+        if inflight is not None and inflight.reason is not None:
+            raise inflight.stopped()
         upstream_id = self._next_id
         self._next_id += 1
         # The deadline covers queueing too: a server that stops reading its stdin fills the outbox,
@@ -159,14 +174,21 @@ class UpstreamConnection:
                 try:
                     self._send.send_nowait(data)
                 except trio.WouldBlock:
-                    with trio.move_on_after(timeout) as scope:  # the rare full outbox: wait for room, in time
-                        await self._send.send(data)
-                    sent = not scope.cancelled_caught
+                    sent = await self._send_in_time(data, timeout, inflight)
                 else:
                     sent = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running") from None
-            await waiter.event.wait()
+            if inflight is not None:
+                inflight.waiter = waiter
+                try:
+                    await waiter.event.wait()
+                finally:
+                    inflight.waiter = None
+                if waiter.cancelled:
+                    raise inflight.stopped()
+            else:
+                await waiter.event.wait()
             if waiter.timed_out:
                 self.consecutive_timeouts += 1
                 self.suspect.set()
@@ -188,6 +210,18 @@ class UpstreamConnection:
             raise UpstreamError(err.code, err.message, err.data)
         assert response.result is not UNSET
         return response.result
+
+    async def _send_in_time(self, data: bytes, timeout: float, inflight: InFlight | None) -> bool:
+        """The rare full outbox: wait for room, within ``timeout`` (and the request's cancellation)."""
+        if inflight is None:
+            with trio.move_on_after(timeout) as scope:
+                await self._send.send(data)
+            return not scope.cancelled_caught
+        with inflight.cancellable():
+            with trio.move_on_after(timeout) as scope:
+                await self._send.send(data)
+            return not scope.cancelled_caught
+        raise inflight.stopped()
 
     async def notify(self, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET) -> None:
         try:

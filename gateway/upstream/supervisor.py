@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Final
 
 import trio
 from msgspec import Raw
@@ -13,6 +13,7 @@ from ..protocol import jsonrpc
 from ..protocol.catalog import ServerCatalog
 from ..protocol.errors import CallError, UpstreamGone, UpstreamTimeout
 from ..protocol.jsonrpc import Message
+from ..session import InFlight, cancellable_call
 from .backend import BackendBase
 from .instance import StartError, fetch_list, fetch_templates
 from .peer import Connector, UpstreamPeer
@@ -130,13 +131,26 @@ class ServerSupervisor(BackendBase):
                 raise UpstreamGone(self.last_error or f"server {self.name!r} is not running")
             await self._ready.wait()
 
+    cancels_inflight: Final = True  # call() takes the client's request and wakes it when it is cancelled
+
     async def call(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType = jsonrpc.UNSET,
-                   *, session: object = None, timeout: float | None = None, origin: Any = None) -> Raw:
-        """Call the server, waiting for it to be up; the whole call obeys ``timeout``."""
+                   *, session: object = None, timeout: float | None = None, origin: Any = None,
+                   inflight: InFlight | None = None) -> Raw:
+        """Call the server, waiting for it to be up; the whole call obeys ``timeout``. ``inflight``:
+        the request this call serves, if it runs in no cancel scope (cancelling it ends the call)."""
         limit = self.call_timeout if timeout is None else timeout
         conn = self._conn
         if conn is not None and not conn.closed.is_set():  # the common case: no wait, one scope less
-            return await conn.call(method, params, timeout=limit, origin=origin)
+            return await cancellable_call(inflight, conn, method, params,  # type: ignore[no-any-return]
+                                          timeout=limit, origin=origin)
+        if inflight is not None:  # waiting for the server to be up: in a scope the request's cancel reaches
+            with inflight.cancellable():
+                return await self._call_when_up(method, params, limit, origin)
+            raise inflight.stopped()
+        return await self._call_when_up(method, params, limit, origin)
+
+    async def _call_when_up(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType, limit: float,
+                            origin: Any) -> Raw:
         with trio.move_on_after(limit) as scope:
             conn = await self.connection()
             return await conn.call(method, params, timeout=math.inf, origin=origin)
