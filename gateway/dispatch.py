@@ -248,16 +248,15 @@ class Dispatcher:
         failure: ProtocolError | CallError | None = None
         started = trio.current_time()
         ctx.inflight = call
+        # A 2026-07-28 call that may need the client's input goes through rounds (gateway/mrtr.py).
+        rounds = ctx.modern is not None and msg.method in mrtr.METHODS and not self._no_rounds(ctx, msg)
         # The usual call waits only for its upstream's answer, and the router makes that wait
         # cancellable itself (InFlight): no cancel scope per request. Everything else gets one.
-        plain = msg.method in mrtr.METHODS and (ctx.modern is None or self._no_rounds(ctx, msg))
+        plain = msg.method in mrtr.METHODS and not rounds
         try:
             with _UNSCOPED if plain else call.cancellable():
                 try:
-                    if plain or ctx.modern is None or msg.method not in mrtr.METHODS:
-                        result = await self.router.handle(ctx, msg)
-                    else:
-                        result = await self._rounds(ctx, msg)
+                    result = await (self._rounds(ctx, msg) if rounds else self.router.handle(ctx, msg))
                     if ctx.modern is not None and not bytes(memoryview(result)).startswith(mrtr.INPUT_REQUIRED):
                         result = complete_result(msg.method, result, ctx.route.server_meta)  # type: ignore[arg-type]
                     body = encode_result(request_id, result)

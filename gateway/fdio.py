@@ -62,13 +62,8 @@ async def send_within(stream: trio.abc.Stream, data: bytes, timeout: float) -> N
     """``stream.send_all(data)`` within ``timeout`` seconds (:class:`WriteTimeout` after it: the
     client read nothing for that long); see the module docstring."""
     sent = write_now(stream, data)
-    if sent != len(data):
-        await send_rest(stream, data, sent, timeout)
-
-
-async def send_rest(stream: trio.abc.Stream, data: bytes, sent: int, timeout: float) -> None:
-    """What :func:`write_now` did not take of ``data`` (past ``sent``), as :func:`send_within` sends it.
-    For callers that try :func:`write_now` themselves first: the usual write then awaits nothing."""
+    if sent == len(data):
+        return
     with trio.move_on_after(timeout) as scope:
         await stream.send_all(memoryview(data)[sent:])
     if scope.cancelled_caught:

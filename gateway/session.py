@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -76,6 +76,12 @@ class InFlight:
         """The error a cancelled request ends with: why it was stopped."""
         return _STOPPED.get(self.reason or CANCELLED, Cancelled)()
 
+    async def scoped(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
+        """``await fn(*args, **kw)`` in :meth:`cancellable`'s scope; the reason's error if it was cancelled."""
+        with self.cancellable():
+            return await fn(*args, **kw)
+        raise self.stopped()  # the scope caught the request's cancellation
+
 
 async def cancellable_call(inflight: InFlight | None, target: Any, method: str, params: Any, **kw: Any) -> Any:
     """``target.call(method, params, **kw)`` such that cancelling ``inflight`` (the request it
@@ -86,9 +92,7 @@ async def cancellable_call(inflight: InFlight | None, target: Any, method: str, 
         return await target.call(method, params, **kw)
     if getattr(target, "cancels_inflight", False):
         return await target.call(method, params, inflight=inflight, **kw)
-    with inflight.cancellable():
-        return await target.call(method, params, **kw)
-    raise inflight.stopped()  # the scope caught the request's cancellation
+    return await inflight.scoped(target.call, method, params, **kw)
 
 
 class SSEStream:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..fdio import receive_some, send_rest, send_within, write_now
+from ..fdio import receive_some, send_within
 from . import h1
 from .h1 import Headers as Headers, Request as Request  # re-exported: the handlers import them from here
 
@@ -116,9 +116,7 @@ class Responder:
         if body and not self._head:  # no body after HEAD (RFC 9110 section 9.3.2)
             out += body
         self.started = self.finished = True
-        sent = write_now(self._stream, out)  # the usual answer: taken at once, nothing awaited
-        if sent != len(out):
-            await send_rest(self._stream, out, sent, self._write_timeout())
+        await self._send_all(out)
 
     async def start(self, status: int, headers: Headers) -> None:
         """Begin a streamed (chunked) response, e.g. Server-Sent Events."""
@@ -136,10 +134,7 @@ class Responder:
         if self.finished or not self.started:
             raise ResponseStateError("no streamed response is open")
         if data and not self._head:
-            out = h1.chunk(data) if self._chunked else data
-            sent = write_now(self._stream, out)  # as in send(): an event the socket takes awaits nothing
-            if sent != len(out):
-                await send_rest(self._stream, out, sent, self._write_timeout())
+            await self._send_all(h1.chunk(data) if self._chunked else data)
 
     async def end(self) -> None:
         if self.finished or not self.started:
@@ -152,10 +147,8 @@ class Responder:
         """Write within the write timeout: a client that stops reading (a full socket buffer for
         that long) is treated as gone, so it cannot hold a connection slot and its request forever.
         What the socket takes at once costs no timer (gateway/fdio.py)."""
-        await send_within(self._stream, data, self._write_timeout())
-
-    def _write_timeout(self) -> float:
-        return self._owner.server.limits.write_timeout if self._owner is not None else math.inf
+        timeout = self._owner.server.limits.write_timeout if self._owner is not None else math.inf
+        await send_within(self._stream, data, timeout)
 
 
 Handler = Callable[[Request, Responder], Awaitable[None]]

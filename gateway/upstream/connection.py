@@ -174,21 +174,23 @@ class UpstreamConnection:
                 try:
                     self._send.send_nowait(data)
                 except trio.WouldBlock:
-                    sent = await self._send_in_time(data, timeout, inflight)
+                    # (a request without a scope of its own gets one here: its cancel must reach this wait)
+                    sent = await (self._send_in_time(data, timeout) if inflight is None
+                                  else inflight.scoped(self._send_in_time, data, timeout))
                 else:
                     sent = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise UpstreamGone(self.close_reason or f"server {self.name!r} is not running") from None
             if inflight is not None:
-                inflight.waiter = waiter
-                try:
-                    await waiter.event.wait()
-                finally:
-                    inflight.waiter = None
-                if waiter.cancelled:
-                    raise inflight.stopped()
-            else:
+                inflight.waiter = waiter  # its cancel wakes this wait (waiter.cancel)
+            try:
                 await waiter.event.wait()
+            finally:
+                if inflight is not None:
+                    inflight.waiter = None
+            if waiter.cancelled:
+                assert inflight is not None  # only InFlight.cancel sets it
+                raise inflight.stopped()
             if waiter.timed_out:
                 self.consecutive_timeouts += 1
                 self.suspect.set()
@@ -211,17 +213,11 @@ class UpstreamConnection:
         assert response.result is not UNSET
         return response.result
 
-    async def _send_in_time(self, data: bytes, timeout: float, inflight: InFlight | None) -> bool:
-        """The rare full outbox: wait for room, within ``timeout`` (and the request's cancellation)."""
-        if inflight is None:
-            with trio.move_on_after(timeout) as scope:
-                await self._send.send(data)
-            return not scope.cancelled_caught
-        with inflight.cancellable():
-            with trio.move_on_after(timeout) as scope:
-                await self._send.send(data)
-            return not scope.cancelled_caught
-        raise inflight.stopped()
+    async def _send_in_time(self, data: bytes, timeout: float) -> bool:
+        """The rare full outbox: wait for room, within ``timeout``; whether it was sent."""
+        with trio.move_on_after(timeout) as scope:
+            await self._send.send(data)
+        return not scope.cancelled_caught
 
     async def notify(self, method: str, params: Raw | dict[str, Raw] | UnsetType = UNSET) -> None:
         try:

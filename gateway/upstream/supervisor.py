@@ -144,9 +144,7 @@ class ServerSupervisor(BackendBase):
             return await cancellable_call(inflight, conn, method, params,  # type: ignore[no-any-return]
                                           timeout=limit, origin=origin)
         if inflight is not None:  # waiting for the server to be up: in a scope the request's cancel reaches
-            with inflight.cancellable():
-                return await self._call_when_up(method, params, limit, origin)
-            raise inflight.stopped()
+            return await inflight.scoped(self._call_when_up, method, params, limit, origin)  # type: ignore[no-any-return]
         return await self._call_when_up(method, params, limit, origin)
 
     async def _call_when_up(self, method: str, params: Raw | dict[str, Raw] | jsonrpc.UnsetType, limit: float,
